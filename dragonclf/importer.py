@@ -1,0 +1,247 @@
+"""Importing a person's own images: a folder tree, a zip of one, or single files.
+
+A tree is `<label>/<images>`. Folders deeper than that are not walked (each is
+counted as "nested-folder"), symbolic links are never followed ("symlink"), and
+a zip is read entry by entry in memory, never extracted: unsafe paths
+("unsafe-path"), links and entries that would inflate past the limits
+("zip-bomb") are refused before a byte of them is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from dragonclf.config import IngestConfig
+from dragonclf.errors import DragonError
+from dragonclf.names import clean_display
+from dragonclf.store import IngestResult, Label, Store
+
+ZIP_MAX_TOTAL = 4 * 1024**3  # declared uncompressed size of a whole zip
+ZIP_MAX_RATIO = 200  # compressed -> uncompressed; real photos hardly compress at all
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    items: list[dict] = field(default_factory=list)  # one per file: source, label, outcome, reason
+
+    def count(self, source: str, label: str | None, res: IngestResult) -> None:
+        if res.outcome == "added":
+            self.added += 1
+        elif res.outcome == "duplicate":
+            self.duplicates += 1
+        elif res.outcome == "conflict":
+            self.conflicts += 1
+        else:
+            self.rejected[res.reason] += 1
+        self.items.append({"source": source, "label": label, "outcome": res.outcome, "reason": res.reason,
+                           "detail": res.detail, "id": res.image_id})
+
+    def refuse(self, source: str, label: str | None, reason: str, detail: str) -> None:
+        self.count(source, label, IngestResult("refused", None, reason, detail))
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "duplicates": self.duplicates, "conflicts": self.conflicts,
+                "rejected": dict(sorted(self.rejected.items()))}
+
+    def summary(self) -> str:
+        parts = [f"{self.added} added", f"{self.duplicates} duplicates", f"{self.conflicts} label conflicts"]
+        if self.rejected:
+            parts.append("refused: " + ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items())))
+        return "; ".join(parts)
+
+
+Progress = Callable[[float, str], None]
+
+
+def _label_for(store: Store, name: str) -> Label:
+    try:
+        return store.label(name)
+    except DragonError:
+        return store.add_label(name)
+
+
+def import_path(store: Store, src: str | os.PathLike, label: str | None = None, cfg: IngestConfig = IngestConfig(),
+                progress: Progress | None = None, cancel=None) -> ImportReport:
+    """Import a folder tree, a zip, or one image file. `label` puts everything under one label."""
+    src = Path(src)
+    if src.is_symlink():
+        raise DragonError(f"{src} is a symbolic link; import the real folder or file")
+    if not src.exists():
+        raise DragonError(f"{src} does not exist")
+    if src.is_file() and zipfile.is_zipfile(src):
+        return import_zip(store, src, label, cfg, progress, cancel)
+    if src.is_file():
+        if not label:
+            raise DragonError("importing a single file needs a label")
+        return import_files(store, [src], label, cfg=cfg, origin="import")
+    return import_folder(store, src, label, cfg, progress, cancel)
+
+
+def _plan_folder(src: Path, label: str | None, report: ImportReport) -> list[tuple[Path, str]]:
+    """(file, label) pairs to import from a folder; refusals are counted on the way."""
+    plan = []
+    entries = sorted(src.iterdir())
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_symlink():
+            report.refuse(str(e), label, "symlink", "symbolic links are not followed")
+        elif e.is_file():
+            if label:
+                plan.append((e, label))
+            else:
+                report.refuse(str(e), None, "no-label", "files at the top of a tree need a label folder (or --label)")
+        elif e.is_dir():
+            if label:
+                report.refuse(str(e), label, "nested-folder", "folders inside a label folder are not imported")
+                continue
+            try:
+                name = clean_display(e.name)
+            except DragonError as err:
+                report.refuse(str(e), None, "bad-label-name", str(err))
+                continue
+            for f in sorted(e.iterdir()):
+                if f.name.startswith("."):
+                    continue
+                if f.is_symlink():
+                    report.refuse(str(f), name, "symlink", "symbolic links are not followed")
+                elif f.is_dir():
+                    report.refuse(str(f), name, "nested-folder", "folders inside a label folder are not imported")
+                elif f.is_file():
+                    plan.append((f, name))
+    return plan
+
+
+def import_folder(store, src: Path, label=None, cfg=IngestConfig(), progress=None, cancel=None) -> ImportReport:
+    report = ImportReport()
+    plan = _plan_folder(src, label, report)
+    for i, (path, name) in enumerate(plan):
+        if cancel is not None and cancel.is_set():
+            break
+        lab = _label_for(store, name)
+        res = _ingest_file(store, path, lab, {"origin": "import", "source": str(path)}, cfg)
+        report.count(str(path), lab.display, res)
+        if progress:
+            progress((i + 1) / len(plan), f"{i + 1}/{len(plan)} files: {report.summary()}")
+    return report
+
+
+def _ingest_file(store: Store, path: Path, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
+    """Read a regular file (bounded, no links) and ingest it."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return IngestResult("refused", None, "symlink", "symbolic links are not followed")
+        if not stat.S_ISREG(st.st_mode):
+            return IngestResult("refused", None, "not-a-file", "not a regular file")
+        if st.st_size > cfg.max_bytes:
+            return IngestResult("refused", None, "too-many-bytes", f"{st.st_size / 1e6:.1f} MB is over the limit")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(cfg.max_bytes + 1)
+    except OSError as e:
+        return IngestResult("refused", None, "unreadable", f"could not read the file ({e.strerror or e})")
+    return store.ingest(data, lab.display, provenance, cfg)
+
+
+def import_files(store: Store, paths, label: str, cfg=IngestConfig(), origin: str = "upload",
+                 names: list[str] | None = None) -> ImportReport:
+    """Single files (e.g. browser uploads) into one label. `names`: what to record as their source."""
+    lab = _label_for(store, label)
+    report = ImportReport()
+    for i, p in enumerate(paths):
+        source = names[i] if names else str(p)
+        res = _ingest_file(store, Path(p), lab, {"origin": origin, "source": source}, cfg)
+        report.count(source, lab.display, res)
+    return report
+
+
+def _zip_entry_problem(info: zipfile.ZipInfo, cfg: IngestConfig) -> tuple[str, str] | None:
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]) or "\\" in name:
+        return "unsafe-path", f"{name!r} points outside the archive"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symlink", "links inside a zip are not followed"
+    if info.file_size > cfg.max_bytes:
+        return "too-many-bytes", f"declares {info.file_size / 1e6:.0f} MB, over the limit"
+    if info.compress_size and info.file_size / info.compress_size > ZIP_MAX_RATIO and info.file_size > 1_000_000:
+        return "zip-bomb", f"inflates {info.file_size // max(info.compress_size, 1)}x"
+    return None
+
+
+def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, cancel=None) -> ImportReport:
+    report = ImportReport()
+    try:
+        zf = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DragonError(f"{src.name} is not a readable zip ({e})") from None
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        declared = sum(i.file_size for i in infos)
+        if declared > ZIP_MAX_TOTAL:
+            raise DragonError(f"{src.name} declares {declared / 1e9:.1f} GB uncompressed: refused as a zip bomb")
+        entries = []
+        for info in infos:
+            problem = _zip_entry_problem(info, cfg)
+            if problem:
+                report.refuse(f"{src.name}:{info.filename}", None, *problem)
+                continue
+            parts = PurePosixPath(info.filename).parts
+            if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+                continue  # hidden files and macOS resource forks: never images
+            entries.append((info, parts))
+        # A zip of a single folder that holds the label folders: look inside it.
+        tops = {parts[0] for _, parts in entries if len(parts) > 1}
+        if not label and len(tops) == 1 and all(len(p) >= 3 for _, p in entries):
+            entries = [(i, p[1:]) for i, p in entries]
+        for n, (info, parts) in enumerate(entries):
+            if cancel is not None and cancel.is_set():
+                break
+            source = f"{src.name}:{info.filename}"
+            if label:
+                if len(parts) != 1:
+                    report.refuse(source, label, "nested-folder", "with a label, only files at the top are imported")
+                    continue
+                name = label
+            else:
+                if len(parts) != 2:
+                    reason = "no-label" if len(parts) == 1 else "nested-folder"
+                    report.refuse(source, None, reason, "expected <label>/<image> inside the zip")
+                    continue
+                try:
+                    name = clean_display(parts[0])
+                except DragonError as err:
+                    report.refuse(source, None, "bad-label-name", str(err))
+                    continue
+            with zf.open(info) as f:
+                data = f.read(cfg.max_bytes + 1)  # never trust the declared size alone
+            lab = _label_for(store, name)
+            res = store.ingest(data, lab.display, {"origin": "import", "source": source}, cfg)
+            report.count(source, lab.display, res)
+            if progress:
+                progress((n + 1) / len(entries), f"{n + 1}/{len(entries)} entries: {report.summary()}")
+    return report
+
+
+def adopt_file(store: Store, path: Path, lab: Label, cfg: IngestConfig = IngestConfig()) -> IngestResult:
+    """Take in a file a person dropped into a label folder; keep the original aside."""
+    rel = str(path.relative_to(store.root))
+    res = _ingest_file(store, path, lab, {"origin": "manual", "source": rel}, cfg)
+    if path.exists() and not (path.suffix == ".jpg" and res.image_id == path.stem and res.outcome == "added"):
+        aside = store.root / (".rejected" if res.outcome == "refused" else ".adopted") / path.parent.name / path.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(aside))
+    return res

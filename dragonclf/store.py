@@ -1,0 +1,641 @@
+"""The dataset store: a folder per label plus a SQLite manifest that never loses an image.
+
+Layout (the one fastai, torchvision's ImageFolder and people already know):
+
+    datasets/<name>/<label folder>/<id>.jpg     active images
+    datasets/<name>/.trash/<id>.jpg             trashed images (restorable)
+    datasets/<name>/manifest.sqlite             rows, provenance, journal (WAL)
+
+Rules that keep it safe:
+- the manifest is the truth about where a file belongs: an edit commits the
+  manifest first, then moves files; `_sync_files` finishes any move a crash
+  interrupted, on the next open;
+- a new image is written to `.tmp/`, recorded as "pending", renamed into place,
+  then marked active; a crash leaves either nothing or a pending row that the
+  next open rolls back;
+- nothing is deleted except by `empty_trash`; every edit is journalled in
+  batches that `undo`/`redo` walk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from dragonclf import config
+from dragonclf.config import IngestConfig
+from dragonclf.errors import DragonError, Refused
+from dragonclf.ingest import normalise, phash_distance
+from dragonclf.names import check_dataset_name, clean_display, folder_for
+
+MANIFEST = "manifest.sqlite"
+TRASH = ".trash"
+TMP = ".tmp"
+PROVENANCE_KEYS = ("origin", "source", "query", "engine", "image_url", "page_url", "title", "license")
+EDIT_ACTIONS = ("relabel", "trash", "restore", "keep", "unkeep")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels(
+    folder TEXT PRIMARY KEY, display TEXT NOT NULL UNIQUE, created_at REAL);
+CREATE TABLE IF NOT EXISTS images(
+    id TEXT PRIMARY KEY, sha256 TEXT, pixel_sha TEXT, phash TEXT, width INT, height INT,
+    folder TEXT NOT NULL, status TEXT NOT NULL, split_key REAL NOT NULL, kept INT NOT NULL DEFAULT 0,
+    origin TEXT, source TEXT, query TEXT, engine TEXT, image_url TEXT, page_url TEXT,
+    title TEXT, license TEXT, added_at REAL);
+CREATE INDEX IF NOT EXISTS images_folder ON images(folder, status);
+CREATE TABLE IF NOT EXISTS journal(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, batch INT NOT NULL, image_id TEXT NOT NULL,
+    action TEXT NOT NULL, before_folder TEXT, after_folder TEXT, before_status TEXT,
+    after_status TEXT, before_kept INT, after_kept INT, at REAL,
+    undone INT NOT NULL DEFAULT 0);  -- 0 done, 1 undone (redo-able), 2 undone and superseded
+CREATE INDEX IF NOT EXISTS journal_batch ON journal(batch);
+CREATE TABLE IF NOT EXISTS conflicts(
+    image_id TEXT, folder TEXT, source TEXT, at REAL, PRIMARY KEY(image_id, folder));
+CREATE TABLE IF NOT EXISTS near_dups(a TEXT, b TEXT, distance INT, PRIMARY KEY(a, b));
+CREATE TABLE IF NOT EXISTS urls(url TEXT PRIMARY KEY, outcome TEXT, reason TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass
+class Label:
+    display: str
+    folder: str
+    count: int = 0
+
+
+@dataclass
+class ImageRow:
+    id: str
+    path: Path
+    label: str
+    folder: str
+    sha256: str
+    phash: str
+    width: int
+    height: int
+    split: str
+    split_key: float
+    status: str
+    kept: bool
+    origin: str | None
+    source: str | None
+    query: str | None
+    engine: str | None
+    image_url: str | None
+    page_url: str | None
+    title: str | None
+    license: str | None
+    added_at: float
+
+
+@dataclass
+class IngestResult:
+    outcome: str  # added | duplicate | conflict | refused
+    image_id: str | None = None
+    reason: str | None = None  # refusal slug
+    detail: str | None = None  # a sentence for people
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Decision:
+    image_id: str
+    action: str  # relabel | trash | restore | keep | unkeep
+    label: str | None = None  # for relabel
+
+
+@dataclass
+class EditResult:
+    batch: int | None
+    changed: list[str]
+    unchanged: list[str]  # already in the asked-for state (e.g. trashed twice)
+    skipped: list[str]  # undo/redo only: changed by someone else since
+
+
+def list_datasets() -> list[str]:
+    """Datasets under the root, plus the bundled demo (installed on first open)."""
+    names = set()
+    root = config.datasets_root()
+    if root.is_dir():
+        names = {p.name for p in root.iterdir() if (p / MANIFEST).exists()}
+    if (config.BUNDLED_DATASETS / config.DEMO_DATASET).is_dir():
+        names.add(config.DEMO_DATASET)
+    return sorted(names)
+
+
+def create_dataset(name: str) -> "Store":
+    return Store.open(name, create=True)
+
+
+_open_lock = threading.Lock()
+_open_stores: dict[Path, "Store"] = {}
+
+
+class Store:
+    """One dataset: its folders and its manifest. Safe to share between threads."""
+
+    def __init__(self, root: Path, name: str):
+        self.root = root
+        self.name = name
+        self.db_path = root / MANIFEST
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)
+
+    # ---- opening -----------------------------------------------------------------
+    @classmethod
+    def open(cls, name: str, create: bool = False) -> "Store":
+        """Open dataset `name` under the root; `create=True` makes it if missing."""
+        name = check_dataset_name(name)
+        root = config.datasets_root() / name
+        with _open_lock:
+            cached = _open_stores.get(root)
+            if cached is not None and cached.db_path.exists():
+                return cached
+            fresh = not (root / MANIFEST).exists()
+            if fresh:
+                bundled = config.BUNDLED_DATASETS / name
+                if name == config.DEMO_DATASET and bundled.is_dir():
+                    if bundled.resolve() != root.resolve():
+                        shutil.copytree(bundled, root, dirs_exist_ok=True)
+                elif not create and not root.is_dir():
+                    known = ", ".join(list_datasets()) or "none yet"
+                    raise DragonError(f"no dataset named {name!r} (datasets: {known}); create it first")
+                root.mkdir(parents=True, exist_ok=True)
+            store = cls(root, name)
+            store._recover()
+            if fresh:
+                from dragonclf.manifest_csv import restore_rows  # bundled datasets ship a CSV manifest
+
+                restore_rows(store)
+                store.rescan()
+            _open_stores[root] = store
+            return store
+
+    def close(self) -> None:
+        with _open_lock:
+            _open_stores.pop(self.root, None)
+        self._db.close()
+
+    @contextmanager
+    def _tx(self):
+        """One write transaction (BEGIN IMMEDIATE: writers queue, readers go on)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _recover(self) -> None:
+        """Finish or roll back what a crash interrupted."""
+        with self._tx() as db:
+            pending = [r["id"] for r in db.execute("SELECT id FROM images WHERE status='pending'")]
+            for image_id in pending:
+                for p in self._candidates(image_id):
+                    if p.exists():
+                        p.unlink()  # an unfinished add: the file never became part of the store
+                db.execute("DELETE FROM images WHERE id=?", (image_id,))
+        tmp = self.root / TMP
+        if tmp.is_dir():
+            shutil.rmtree(tmp)  # only partial writes live here
+        self._sync_files()
+
+    # ---- labels ------------------------------------------------------------------
+    def labels(self) -> list[Label]:
+        rows = self._db.execute(
+            "SELECT l.folder, l.display, COUNT(i.id) AS n FROM labels l LEFT JOIN images i "
+            "ON i.folder = l.folder AND i.status = 'active' GROUP BY l.folder ORDER BY l.display COLLATE NOCASE"
+        ).fetchall()
+        return [Label(r["display"], r["folder"], r["n"]) for r in rows]
+
+    def label(self, name: str) -> Label:
+        """A label by display name or folder name; DragonError if there is none."""
+        row = self._db.execute("SELECT folder, display FROM labels WHERE display=? OR folder=?", (name, name)).fetchone()
+        if row is None:
+            try:
+                row = self._db.execute("SELECT folder, display FROM labels WHERE folder=?", (folder_for(name),)).fetchone()
+            except DragonError:
+                row = None
+        if row is None:
+            raise DragonError(f"label {name!r} does not exist in {self.name!r}; create it first")
+        return Label(row["display"], row["folder"])
+
+    def add_label(self, display: str) -> Label:
+        """Create a label (or return it if this exact name exists)."""
+        display = clean_display(display)
+        folder = folder_for(display)
+        with self._tx() as db:
+            row = db.execute("SELECT display FROM labels WHERE folder=?", (folder,)).fetchone()
+            if row is not None:
+                if row["display"] == display:
+                    return Label(display, folder)
+                raise DragonError(
+                    f"label {display!r} would share the folder {folder!r} with the label {row['display']!r}; choose another name"
+                )
+            db.execute("INSERT INTO labels VALUES (?,?,?)", (folder, display, time.time()))
+        (self.root / folder).mkdir(parents=True, exist_ok=True)
+        return Label(display, folder)
+
+    # ---- paths -------------------------------------------------------------------
+    def _path(self, image_id: str, folder: str, status: str) -> Path:
+        if status == "trashed":
+            return self.root / TRASH / f"{image_id}.jpg"
+        return self.root / folder / f"{image_id}.jpg"
+
+    def _candidates(self, image_id: str) -> list[Path]:
+        folders = [r["folder"] for r in self._db.execute("SELECT folder FROM labels")]
+        return [self.root / f / f"{image_id}.jpg" for f in folders] + [self.root / TRASH / f"{image_id}.jpg"]
+
+    # ---- adding ------------------------------------------------------------------
+    def ingest(self, data: bytes, label: str, provenance: dict | None = None, cfg: IngestConfig = IngestConfig()) -> IngestResult:
+        """Normalise and store one image under `label`. Bad bytes -> outcome "refused"."""
+        lab = self.label(label)
+        try:
+            norm = normalise(data, cfg)
+        except Refused as r:
+            return IngestResult("refused", None, r.reason, r.detail)
+        return self._store(norm, lab, provenance or {}, cfg)
+
+    def _store(self, norm, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
+        image_id = norm.image_id
+        notes = tuple(norm.notes)
+        prov = {k: (None if provenance.get(k) is None else str(provenance.get(k))) for k in PROVENANCE_KEYS}
+        with self._lock:
+            row = self._db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+            if row is not None:
+                if row["folder"] == lab.folder:
+                    where = " (in the trash)" if row["status"] == "trashed" else ""
+                    return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes)
+                with self._tx() as db:
+                    db.execute(
+                        "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)", (image_id, lab.folder, prov["source"], time.time())
+                    )
+                stored_as = self._display(row["folder"])
+                return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes)
+            tmp_dir = self.root / TMP
+            tmp_dir.mkdir(exist_ok=True)
+            tmp = tmp_dir / f"{image_id}.{uuid.uuid4().hex[:8]}.part"
+            with open(tmp, "wb") as f:
+                f.write(norm.jpeg)
+                f.flush()
+                os.fsync(f.fileno())
+            sha256 = hashlib.sha256(norm.jpeg).hexdigest()
+            near = self._near_duplicates(norm.phash, cfg.near_dup_distance)
+            if near:  # near-duplicates stay on the same side of the validation split
+                split_key = near[0][2]
+            else:
+                split_key = int(norm.pixel_sha[16:24], 16) / 2**32
+            now = time.time()
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
+                    " origin, source, query, engine, image_url, page_url, title, license, added_at)"
+                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?)",
+                    (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
+                     *[prov[k] for k in PROVENANCE_KEYS], now),
+                )
+            final = self._path(image_id, lab.folder, "active")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            with self._tx() as db:
+                db.execute("UPDATE images SET status='active' WHERE id=?", (image_id,))
+                for other, dist, _ in near:
+                    a, b = sorted((image_id, other))
+                    db.execute("INSERT OR IGNORE INTO near_dups VALUES (?,?,?)", (a, b, dist))
+                batch = self._next_batch(db)
+                db.execute(
+                    "INSERT INTO journal(batch, image_id, action, after_folder, after_status, after_kept, at)"
+                    " VALUES (?,?,'add',?,'active',0,?)",
+                    (batch, image_id, lab.folder, now),
+                )
+            return IngestResult("added", image_id, None, None, notes)
+
+    def _near_duplicates(self, phash: str, max_distance: int) -> list[tuple[str, int, float]]:
+        out = []
+        for r in self._db.execute("SELECT id, phash, split_key FROM images WHERE status IN ('active','trashed')"):
+            d = phash_distance(phash, r["phash"])
+            if d <= max_distance:
+                out.append((r["id"], d, r["split_key"]))
+        return sorted(out, key=lambda t: t[1])
+
+    def _display(self, folder: str) -> str:
+        row = self._db.execute("SELECT display FROM labels WHERE folder=?", (folder,)).fetchone()
+        return row["display"] if row else folder
+
+    # ---- reading -----------------------------------------------------------------
+    def images(self, status: str | None = "active", label: str | None = None, split: str | None = None,
+               valid_share: float = IngestConfig.valid_share) -> list[ImageRow]:
+        """Images in the manifest (status None: all but pending), oldest first."""
+        sql = "SELECT i.*, l.display FROM images i LEFT JOIN labels l ON l.folder = i.folder WHERE i.status != 'pending'"
+        args: list = []
+        if status is not None:
+            sql += " AND i.status = ?"
+            args.append(status)
+        if label is not None:
+            sql += " AND i.folder = ?"
+            args.append(self.label(label).folder)
+        rows = [self._row(r, valid_share) for r in self._db.execute(sql + " ORDER BY i.added_at, i.id", args)]
+        if split is not None:
+            rows = [r for r in rows if r.split == split]
+        return rows
+
+    def image(self, image_id: str) -> ImageRow:
+        r = self._db.execute(
+            "SELECT i.*, l.display FROM images i LEFT JOIN labels l ON l.folder = i.folder WHERE i.id=?", (image_id,)
+        ).fetchone()
+        if r is None or r["status"] == "pending":
+            raise DragonError(f"no image {image_id!r} in dataset {self.name!r}")
+        return self._row(r)
+
+    def _row(self, r: sqlite3.Row, valid_share: float = IngestConfig.valid_share) -> ImageRow:
+        return ImageRow(
+            id=r["id"], path=self._path(r["id"], r["folder"], r["status"]), label=r["display"] or r["folder"],
+            folder=r["folder"], sha256=r["sha256"], phash=r["phash"], width=r["width"], height=r["height"],
+            split="valid" if r["split_key"] < valid_share else "train", split_key=r["split_key"],
+            status=r["status"], kept=bool(r["kept"]), added_at=r["added_at"],
+            **{k: r[k] for k in PROVENANCE_KEYS},
+        )
+
+    def status(self) -> dict:
+        labels = {lab.display: lab.count for lab in self.labels()}
+        trashed = self._db.execute("SELECT COUNT(*) FROM images WHERE status='trashed'").fetchone()[0]
+        return {
+            "labels": labels,
+            "trashed": trashed,
+            "near_duplicate_groups": len(self.near_duplicate_groups()),
+            "conflicts": len(self.conflicts()),
+        }
+
+    def conflicts(self) -> list[dict]:
+        """Images that arrived under a second label: the same picture, two answers."""
+        rows = self._db.execute(
+            "SELECT c.image_id, c.folder AS other, c.source, i.folder FROM conflicts c JOIN images i ON i.id = c.image_id"
+            " WHERE i.status = 'active' AND i.folder != c.folder ORDER BY c.at"
+        )
+        return [
+            {"image_id": r["image_id"], "label": self._display(r["folder"]), "other_label": self._display(r["other"]),
+             "source": r["source"]}
+            for r in rows
+        ]
+
+    def near_duplicate_groups(self) -> list[list[str]]:
+        """Clusters (size >= 2) of active images whose perceptual hashes are close."""
+        active = {r[0] for r in self._db.execute("SELECT id FROM images WHERE status='active'")}
+        parent: dict[str, str] = {}
+
+        def find(x):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in self._db.execute("SELECT a, b FROM near_dups"):
+            if a in active and b in active:
+                parent[find(a)] = find(b)
+        groups: dict[str, list[str]] = {}
+        for x in list(parent):
+            groups.setdefault(find(x), []).append(x)
+        return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=len, reverse=True)
+
+    # ---- editing -----------------------------------------------------------------
+    @staticmethod
+    def _next_batch(db) -> int:
+        return (db.execute("SELECT COALESCE(MAX(batch), 0) FROM journal").fetchone()[0] or 0) + 1
+
+    def apply(self, decisions: list[Decision], create_labels: bool = False) -> EditResult:
+        """Apply review decisions as one journalled batch (one undo step)."""
+        targets = {}
+        for d in decisions:
+            if d.action not in EDIT_ACTIONS:
+                raise DragonError(f"unknown action {d.action!r} (use one of {', '.join(EDIT_ACTIONS)})")
+            if d.action == "relabel":
+                if not d.label:
+                    raise DragonError("relabel needs a label")
+                try:
+                    targets[d.label] = self.label(d.label).folder
+                except DragonError:
+                    if not create_labels:
+                        raise DragonError(
+                            f"label {d.label!r} does not exist; create it first (or relabel with create=True / --create)"
+                        ) from None
+                    targets[d.label] = self.add_label(d.label).folder
+        changed, unchanged = [], []
+        with self._tx() as db:
+            batch = self._next_batch(db)
+            for d in decisions:
+                r = db.execute("SELECT folder, status, kept FROM images WHERE id=?", (d.image_id,)).fetchone()
+                if r is None or r["status"] == "pending":
+                    raise DragonError(f"no image {d.image_id!r} in dataset {self.name!r}")
+                before = (r["folder"], r["status"], r["kept"])
+                folder, status, kept = before
+                if d.action == "relabel":
+                    folder = targets[d.label]
+                elif d.action == "trash":
+                    status = "trashed"
+                elif d.action == "restore":
+                    status = "active" if status != "missing" else status
+                elif d.action == "keep":
+                    kept = 1
+                elif d.action == "unkeep":
+                    kept = 0
+                after = (folder, status, kept)
+                if after == before:
+                    unchanged.append(d.image_id)
+                    continue
+                db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*after, d.image_id))
+                db.execute(
+                    "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
+                    " after_status, before_kept, after_kept, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (batch, d.image_id, d.action, before[0], after[0], before[1], after[1], before[2], after[2], time.time()),
+                )
+                changed.append(d.image_id)
+            if changed:  # a new edit ends the redo chain, as in every editor
+                db.execute("UPDATE journal SET undone=2 WHERE undone=1")
+        self._sync_files(changed)
+        return EditResult(batch if changed else None, changed, unchanged, [])
+
+    def relabel(self, ids, label: str, create_labels: bool = False) -> EditResult:
+        return self.apply([Decision(i, "relabel", label) for i in ids], create_labels)
+
+    def trash(self, ids) -> EditResult:
+        return self.apply([Decision(i, "trash") for i in ids])
+
+    def restore(self, ids) -> EditResult:
+        return self.apply([Decision(i, "restore") for i in ids])
+
+    def undo(self) -> EditResult:
+        """Revert the latest edit batch. Rows someone changed since are left alone (skipped)."""
+        return self._walk(undo=True)
+
+    def redo(self) -> EditResult:
+        return self._walk(undo=False)
+
+    def _walk(self, undo: bool) -> EditResult:
+        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
+        with self._tx() as db:
+            if undo:
+                batch = db.execute(f"SELECT MAX(batch) FROM journal WHERE undone=0 AND action IN ({marks})").fetchone()[0]
+            else:
+                batch = db.execute(f"SELECT MIN(batch) FROM journal WHERE undone=1 AND action IN ({marks})").fetchone()[0]
+            if batch is None:
+                raise DragonError("nothing to undo" if undo else "nothing to redo")
+            entries = db.execute("SELECT * FROM journal WHERE batch=? ORDER BY seq", (batch,)).fetchall()
+            if undo:
+                entries = entries[::-1]
+            changed, skipped = [], []
+            for j in entries:
+                old = ("before", "after") if undo else ("after", "before")
+                want_now = (j[f"{old[1]}_folder"], j[f"{old[1]}_status"], j[f"{old[1]}_kept"])
+                target = (j[f"{old[0]}_folder"], j[f"{old[0]}_status"], j[f"{old[0]}_kept"])
+                r = db.execute("SELECT folder, status, kept FROM images WHERE id=?", (j["image_id"],)).fetchone()
+                if r is None or (r["folder"], r["status"], r["kept"]) != want_now:
+                    skipped.append(j["image_id"])
+                    continue
+                db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*target, j["image_id"]))
+                changed.append(j["image_id"])
+            db.execute("UPDATE journal SET undone=? WHERE batch=?", (1 if undo else 0, batch))
+        self._sync_files(changed)
+        return EditResult(batch, changed, [], skipped)
+
+    def can_undo(self) -> bool:
+        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
+        return self._db.execute(f"SELECT 1 FROM journal WHERE undone=0 AND action IN ({marks}) LIMIT 1").fetchone() is not None
+
+    def can_redo(self) -> bool:
+        return self._db.execute("SELECT 1 FROM journal WHERE undone=1 LIMIT 1").fetchone() is not None
+
+    def history(self, limit: int = 50) -> list[dict]:
+        rows = self._db.execute("SELECT * FROM journal ORDER BY seq DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def empty_trash(self) -> int:
+        """Delete trashed images for good: the only way files ever leave the store."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM images WHERE status='trashed'")]
+            for image_id in ids:
+                db.execute("DELETE FROM images WHERE id=?", (image_id,))
+                db.execute("DELETE FROM journal WHERE image_id=?", (image_id,))
+                db.execute("DELETE FROM near_dups WHERE a=? OR b=?", (image_id, image_id))
+                db.execute("DELETE FROM conflicts WHERE image_id=?", (image_id,))
+        for image_id in ids:
+            p = self.root / TRASH / f"{image_id}.jpg"
+            if p.exists():
+                p.unlink()
+        return len(ids)
+
+    # ---- files vs manifest -------------------------------------------------------
+    def _sync_files(self, ids: list[str] | None = None) -> list[str]:
+        """Move files to where the manifest says they belong; return ids whose file is nowhere."""
+        if ids is not None and not ids:
+            return []
+        sql = "SELECT id, folder, status FROM images WHERE status IN ('active','trashed')"
+        rows = self._db.execute(sql).fetchall()
+        if ids is not None:
+            wanted = set(ids)
+            rows = [r for r in rows if r["id"] in wanted]
+        lost = []
+        for r in rows:
+            target = self._path(r["id"], r["folder"], r["status"])
+            if target.exists():
+                continue
+            found = next((p for p in self._candidates(r["id"]) if p.exists()), None)
+            if found is None:
+                lost.append(r["id"])
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found, target)
+        return lost
+
+    def seen_url(self, url: str) -> bool:
+        return self._db.execute("SELECT 1 FROM urls WHERE url=?", (url,)).fetchone() is not None
+
+    def mark_url(self, url: str, outcome: str, reason: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO urls VALUES (?,?,?,?)", (url, outcome, reason, time.time()))
+
+    def url_outcomes(self) -> dict[str, tuple[str, str | None]]:
+        return {r[0]: (r[1], r[2]) for r in self._db.execute("SELECT url, outcome, reason FROM urls")}
+
+    def rescan(self, repair: bool = True) -> dict:
+        """Compare folders with the manifest.
+
+        Adopts image files a person dropped into a label folder (or a new folder,
+        which becomes a label), and marks images whose file was removed by hand as
+        missing. With `repair=False` it only reports. Originals of adopted files
+        go to `.adopted/`, unreadable ones to `.rejected/`: nothing is deleted.
+        """
+        from dragonclf.importer import adopt_file  # import here: importer builds on the store
+
+        report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
+                  "new_labels": [], "unknown_files": []}
+        known = {r[0] for r in self._db.execute("SELECT id FROM images")}
+        label_by_folder = {lab.folder: lab for lab in self.labels()}
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
+                continue
+            files = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+            loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
+            if not loose:
+                continue
+            report["unknown_files"] += [str(p.relative_to(self.root)) for p in loose]
+            if not repair:
+                continue
+            lab = label_by_folder.get(d.name)
+            if lab is None:
+                try:
+                    lab = self.add_label(d.name)
+                except DragonError as e:
+                    report["rejected"]["bad-label-name"] = report["rejected"].get("bad-label-name", 0) + len(loose)
+                    report.setdefault("messages", []).append(str(e))
+                    continue
+                report["new_labels"].append(lab.display)
+            for p in loose:
+                outcome = adopt_file(self, p, lab)
+                key = {"added": "adopted", "duplicate": "duplicates", "conflict": "conflicts"}.get(outcome.outcome)
+                if key:
+                    report[key] += 1
+                else:
+                    report["rejected"][outcome.reason] = report["rejected"].get(outcome.reason, 0) + 1
+        # files removed by hand, or moves a crash interrupted
+        before = {r[0]: r[1] for r in self._db.execute("SELECT id, folder FROM images WHERE status IN ('active','trashed')")}
+        lost = self._sync_files() if repair else [
+            i for i, f in before.items() if not any(p.exists() for p in self._candidates(i))
+        ]
+        report["missing"] = lost
+        if repair and lost:
+            with self._tx() as db:
+                batch = self._next_batch(db)
+                for image_id in lost:
+                    r = db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+                    db.execute("UPDATE images SET status='missing' WHERE id=?", (image_id,))
+                    db.execute(
+                        "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
+                        " after_status, at) VALUES (?,?,'missing',?,?,?,'missing',?)",
+                        (batch, image_id, r["folder"], r["folder"], r["status"], time.time()),
+                    )
+        return report
+
+    def check(self, repair: bool = False) -> dict:
+        """Report (or, with repair, fix) drift between folders and manifest."""
+        report = self.rescan(repair=repair)
+        report["ok"] = not report["unknown_files"] and not report["missing"]
+        return report
+
+
+ROW_FIELDS = [f.name for f in fields(ImageRow)]
