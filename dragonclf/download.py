@@ -1,0 +1,540 @@
+"""Safe concurrent image fetching, in the standard library only.
+
+The web is hostile: servers lie about content types, trickle bytes forever,
+send 50 MB "thumbnails", bounce between redirects, or point at addresses inside
+our own network (SSRF). `Fetcher.fetch_many` downloads many URLs at once and
+returns, for each, either the complete body or a refusal with a stable reason
+slug that reports count by. It never raises for a bad URL and never hangs: a
+watchdog closes any connection that outlives its image's deadline.
+
+What it does not do is decide whether the bytes are a good image: that is the
+ingest pipeline's job (decode under a pixel limit, normalise, dedup). We only
+refuse early what is certainly not an image (HTML, text, SVG, unknown magic).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
+
+from dragonclf import config
+from dragonclf.errors import Refused
+
+USER_AGENT = "dragonclf/0.1 (+image classifier builder)"
+
+# Reason slugs a fetch can end with (the ingest pipeline adds its own).
+REASONS = (
+    "bad-url", "bad-scheme", "dns-failed", "dns-timeout", "private-address",
+    "connect-failed", "connection-reset", "timeout", "deadline", "cancelled",
+    "too-many-redirects", "redirect-loop", "too-many-bytes", "not-an-image", "svg",
+    "empty", "truncated", "protocol-error", "tls-error",
+)  # plus "http-<status>" for any non-2xx final status
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    workers: int = 32  # connections in flight in all
+    per_host: int = 8  # connections in flight to one host (be polite)
+    connect_timeout: float = 5.0  # seconds to open a TCP (and TLS) connection
+    read_timeout: float = 10.0  # seconds without a single byte before giving up
+    deadline: float = 30.0  # seconds for the whole image, redirects and retries included
+    max_bytes: int = 20 * 1024 * 1024  # body cap, enforced while streaming
+    max_redirects: int = 5  # hops followed before "too-many-redirects"
+    retries: int = 2  # extra attempts after a transient failure (reset, 5xx, 429)
+    backoff: float = 0.25  # first retry waits this long, then doubles
+    allow_private: bool | None = None  # None: read config.allow_private_urls()
+
+
+@dataclass
+class FetchResult:
+    url: str  # as requested (normalised)
+    ok: bool = False
+    data: bytes = b""
+    final_url: str = ""  # after redirects
+    content_type: str = ""
+    status: int | None = None
+    reason: str | None = None  # slug when not ok
+    detail: str = ""  # a human sentence when not ok
+    attempts: int = 0
+    seconds: float = 0.0
+
+
+class _Refusal(Refused):
+    """A refusal that may be worth retrying (transient) after `retry_after` seconds."""
+
+    def __init__(self, reason: str, detail: str = "", transient: bool = False, retry_after: float | None = None):
+        super().__init__(reason, detail)
+        self.transient, self.retry_after = transient, retry_after
+
+
+# --------------------------------------------------------------------------- URLs
+
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def normalise_url(url: str) -> str:
+    """A canonical form, so the same image asked for twice is fetched once.
+
+    Drops the fragment (never sent to servers), lower-cases scheme and host,
+    IDNA-encodes international host names, percent-encodes spaces and non-ASCII
+    without double-encoding existing escapes, and drops default ports.
+    Raises Refused (reason "bad-url" or "bad-scheme") for what cannot be fetched.
+    """
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise _Refusal("bad-url", f"unparsable URL: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _Refusal("bad-scheme", f"only http and https can be fetched, not {scheme or 'a relative URL'!r}")
+    if parts.username is not None or parts.password is not None:
+        # "http://good.com@evil.com/" tricks people reading logs; no image needs it.
+        raise _Refusal("bad-url", "URLs with a user name or password are not fetched")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise _Refusal("bad-url", "URL has no host")
+    try:
+        host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError as e:
+        raise _Refusal("bad-url", f"bad host name: {e}") from None
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    path = quote(_BAD_PERCENT.sub("%25", parts.path or "/"), safe=_PATH_SAFE)
+    query = quote(_BAD_PERCENT.sub("%25", parts.query), safe=_QUERY_SAFE)
+    return urlunsplit(SplitResult(scheme, host, path, query, ""))
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def is_public_address(ip: str) -> bool:
+    """False for loopback, private, link-local, reserved, multicast, unspecified, CGNAT..."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    bad = (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved
+           or addr.is_multicast or addr.is_unspecified)
+    return addr.is_global and not bad
+
+
+def _resolve(host: str, port: int) -> list[tuple[int, str]]:
+    # socket.getaddrinfo looked up at call time, so tests can patch the resolver.
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen, out = set(), []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
+            seen.add(sockaddr[0])
+            out.append((family, sockaddr[0]))
+    return out
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to an address we already checked, never to a fresh DNS answer.
+
+    Resolving again at connect time would let a hostile DNS server answer a
+    public address to our check and 127.0.0.1 to the connection (rebinding).
+    """
+
+    def __init__(self, host, port, ip, family, timeout, on_socket):
+        super().__init__(host, port, timeout=timeout)
+        self._ip, self._family, self._on_socket = ip, family, on_socket
+
+    def connect(self):
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        self._on_socket(sock)  # the watchdog may close it from now on
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect((self._ip, self.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    default_port = 443
+
+    def __init__(self, host, port, ip, family, timeout, on_socket, context):
+        super().__init__(host, port, ip, family, timeout, on_socket)
+        self._context = context
+
+    def connect(self):
+        super().connect()
+        # SNI and certificate checks use the host name, not the pinned IP.
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+        self._on_socket(self.sock)
+
+
+class _Watchdog:
+    """Closes sockets whose image ran past its deadline, or all on cancel.
+
+    A socket timeout only bounds the wait for the *next* byte; a server that
+    sends one byte a second would hold a reader forever without this.
+    """
+
+    def __init__(self, cancel: threading.Event | None):
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[float, socket.socket]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dragonclf-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, token: int, deadline: float, sock: socket.socket) -> None:
+        with self._lock:
+            self._watched[token] = (deadline, sock)
+
+    def forget(self, token: int) -> None:
+        with self._lock:
+            self._watched.pop(token, None)
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            now = time.monotonic()
+            cancelled = self._cancel is not None and self._cancel.is_set()
+            with self._lock:
+                late = [tok for tok, (dl, _s) in self._watched.items() if cancelled or now >= dl]
+                socks = [self._watched.pop(tok)[1] for tok in late]
+            for s in socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the blocked reader at once
+                except OSError:
+                    pass  # already closed by its owner: nothing left to stop
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+# --------------------------------------------------------------------------- sniffing
+
+_TEXTUAL_TYPES = ("text/", "html", "xml", "json", "javascript", "svg")
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The image format the first bytes announce, or None when they are no image we know."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM":
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
+        return "avif"
+    return None
+
+
+def _refuse_head(head: bytes, content_type: str) -> None:
+    if sniff_image(head):
+        return
+    text = head.lstrip()[:256].lower()
+    if b"<svg" in text or "svg" in content_type:
+        raise _Refusal("svg", "SVG is a drawing program, not a photo")
+    what = "HTML" if (b"<html" in text or b"<!doctype" in text) else "not a known image format"
+    raise _Refusal("not-an-image", f"body is {what} (content type {content_type or 'missing'})")
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+class Fetcher:
+    """Fetch many URLs at once; use as a context manager or call close()."""
+
+    def __init__(self, cfg: FetchConfig = FetchConfig(), cancel: threading.Event | None = None):
+        self.cfg = cfg
+        self.cancel = cancel or threading.Event()
+        self.allow_private = config.allow_private_urls() if cfg.allow_private is None else cfg.allow_private
+        self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="dragonclf-fetch")
+        # getaddrinfo cannot be interrupted, so it runs here and we stop waiting at the deadline.
+        self._resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dragonclf-dns")
+        self._hosts: dict[str, threading.BoundedSemaphore] = {}
+        self._hosts_lock = threading.Lock()
+        self._watchdog = _Watchdog(self.cancel)
+        self._tls = ssl.create_default_context()
+        self._token = 0
+        self._token_lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._resolver.shutdown(wait=False, cancel_futures=True)
+        self._watchdog.close()
+
+    # -- public
+
+    def submit(self, url: str) -> Future:
+        """Start fetching one URL; the future's result is a FetchResult (never an exception)."""
+        return self._pool.submit(self.fetch, url)
+
+    def fetch_many(self, urls: Iterable[str]) -> Iterator[FetchResult]:
+        """Yield a FetchResult per distinct URL, in completion order, at most `workers` in flight."""
+        pending: set[Future] = set()
+        seen: set[str] = set()
+        for url in urls:
+            try:
+                key = normalise_url(url)
+            except Refused:
+                key = url  # fetch() will report why
+            if key in seen:
+                continue  # the same URL twice is fetched once
+            seen.add(key)
+            if self.cancel.is_set():
+                break
+            pending.add(self.submit(url))
+            if len(pending) >= self.cfg.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (f.result() for f in done)
+
+    def fetch(self, url: str) -> FetchResult:
+        """Fetch one URL to completion or refusal, within the deadline. Never raises."""
+        start = time.monotonic()
+        result = FetchResult(url=url)
+        try:
+            result.url = normalise_url(url)
+            self._fetch_with_retries(result, start + self.cfg.deadline)
+            result.ok = True
+        except _Refusal as r:
+            result.reason, result.detail, result.data = r.reason, r.detail, b""
+        result.seconds = time.monotonic() - start
+        return result
+
+    # -- internals
+
+    def _fetch_with_retries(self, result: FetchResult, deadline: float) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            result.attempts = attempt
+            try:
+                self._follow_redirects(result, deadline)
+                return
+            except _Refusal as r:
+                if self.cancel.is_set():
+                    raise _Refusal("cancelled", "stopped before this image finished") from None
+                if not r.transient or attempt > self.cfg.retries:
+                    raise
+                wait_s = r.retry_after if r.retry_after is not None else self.cfg.backoff * 2 ** (attempt - 1)
+                if time.monotonic() + wait_s >= deadline:
+                    raise  # no time left for another try: report what happened
+                if self.cancel.wait(wait_s):
+                    raise _Refusal("cancelled", "stopped before this image finished") from None
+
+    def _follow_redirects(self, result: FetchResult, deadline: float) -> None:
+        url, visited = result.url, set()
+        for _hop in range(self.cfg.max_redirects + 1):
+            visited.add(url)
+            location = self._request(url, result, deadline)
+            if location is None:
+                result.final_url = url
+                return
+            url = normalise_url(urljoin(url, location))  # each hop is checked afresh
+            if url in visited:
+                raise _Refusal("redirect-loop", f"redirect back to {url}")
+        raise _Refusal("too-many-redirects", f"more than {self.cfg.max_redirects} redirects")
+
+    def _host_slot(self, host: str) -> threading.BoundedSemaphore:
+        with self._hosts_lock:
+            if host not in self._hosts:
+                self._hosts[host] = threading.BoundedSemaphore(self.cfg.per_host)
+            return self._hosts[host]
+
+    def _addresses(self, host: str, port: int, deadline: float) -> list[tuple[int, str]]:
+        future = self._resolver.submit(_resolve, host, port)
+        try:
+            addrs = future.result(timeout=max(0.01, min(self.cfg.connect_timeout, deadline - time.monotonic())))
+        except TimeoutError:
+            raise _Refusal("dns-timeout", f"no DNS answer for {host}") from None
+        except (socket.gaierror, UnicodeError, OSError) as e:
+            raise _Refusal("dns-failed", f"cannot resolve {host}: {e}") from None
+        if not addrs:
+            raise _Refusal("dns-failed", f"no address for {host}")
+        if not self.allow_private:
+            bad = [ip for _f, ip in addrs if not is_public_address(ip)]
+            if bad:  # any bad answer is refused: mixing good and bad answers is a rebinding trick
+                raise _Refusal("private-address", f"{host} resolves to non-public address {bad[0]}")
+        return addrs
+
+    def _request(self, url: str, result: FetchResult, deadline: float) -> str | None:
+        """One HTTP exchange. Returns a redirect target, or None with result.data filled."""
+        parts = urlsplit(url)
+        host, https = parts.hostname, parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        addrs = self._addresses(host, port, deadline)
+        slot = self._host_slot(host)
+        if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _Refusal("deadline", f"waited too long for a free connection to {host}")
+        with self._token_lock:
+            self._token += 1
+            token = self._token
+        conn = None
+        try:
+            errors = []
+            for family, ip in addrs:  # try each checked address in turn
+                timeout = self._timeout(self.cfg.connect_timeout, deadline)
+
+                def on_socket(s, _tok=token):
+                    self._watchdog.watch(_tok, deadline, s)
+
+                if https:
+                    conn = _PinnedHTTPSConnection(host, port, ip, family, timeout, on_socket, self._tls)
+                else:
+                    conn = _PinnedHTTPConnection(host, port, ip, family, timeout, on_socket)
+                try:
+                    conn.connect()
+                    break
+                except ssl.SSLError as e:
+                    raise _Refusal("tls-error", f"TLS failed with {host}: {e}") from None
+                except OSError as e:
+                    conn.close()
+                    errors.append(e)
+                    conn = None
+            if conn is None:
+                raise self._os_refusal(errors[-1], deadline, "connect")
+            return self._exchange(conn, host, path, url, result, deadline)
+        finally:
+            if conn is not None:
+                conn.close()
+            self._watchdog.forget(token)
+            slot.release()
+
+    def _exchange(self, conn, host, path, url, result, deadline) -> str | None:
+        try:
+            sock = conn.sock  # getresponse() hands it to the response when the server will close
+            sock.settimeout(self._timeout(self.cfg.read_timeout, deadline))
+            conn.putrequest("GET", path, skip_accept_encoding=True)
+            conn.putheader("User-Agent", USER_AGENT)
+            conn.putheader("Accept", "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8")
+            conn.putheader("Accept-Encoding", "identity")  # compressed bodies would dodge the byte cap
+            conn.endheaders()
+            resp = conn.getresponse()
+            result.status = resp.status
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.getheader("Location")
+                if not location:
+                    raise _Refusal(f"http-{resp.status}", "redirect without a Location")
+                return location
+            if resp.status == 429 or 500 <= resp.status < 600:
+                raise _Refusal(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}",
+                               transient=True, retry_after=self._retry_after(resp, deadline))
+            if not 200 <= resp.status < 300:
+                raise _Refusal(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}")
+            ctype = (resp.getheader("Content-Type") or "").lower()
+            result.content_type = ctype
+            if any(t in ctype for t in _TEXTUAL_TYPES):
+                raise _Refusal("svg" if "svg" in ctype else "not-an-image", f"content type is {ctype}")
+            length = resp.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > self.cfg.max_bytes:
+                raise _Refusal("too-many-bytes", f"server announces {int(length)} bytes (cap {self.cfg.max_bytes})")
+            result.data = self._read_body(sock, resp, ctype, deadline)
+            return None
+        except _Refusal:
+            raise
+        except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionResetError,
+                BrokenPipeError) as e:
+            if time.monotonic() >= deadline or self.cancel.is_set():
+                raise self._late(deadline) from None
+            raise _Refusal("connection-reset", f"connection dropped: {e!r}", transient=True) from None
+        except http.client.HTTPException as e:
+            if time.monotonic() >= deadline or self.cancel.is_set():
+                raise self._late(deadline) from None
+            raise _Refusal("protocol-error", f"bad HTTP from server: {e!r}") from None
+        except OSError as e:
+            raise self._os_refusal(e, deadline, "read") from None
+
+    def _read_body(self, sock, resp, ctype: str, deadline: float) -> bytes:
+        chunks, total, head_checked = [], 0, False
+        while True:
+            sock.settimeout(self._timeout(self.cfg.read_timeout, deadline))
+            chunk = resp.read1(65536)  # returns as soon as any bytes arrive
+            if time.monotonic() >= deadline or self.cancel.is_set():
+                raise self._late(deadline)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > self.cfg.max_bytes:
+                raise _Refusal("too-many-bytes", f"more than {self.cfg.max_bytes} bytes")
+            if not head_checked and total >= 16:
+                _refuse_head(b"".join(chunks)[:512], ctype)  # refuse HTML early, not after 20 MB
+                head_checked = True
+        if resp.length:  # Content-Length promised more than arrived before the close
+            raise _Refusal("truncated", f"connection closed {resp.length} bytes early", transient=True)
+        data = b"".join(chunks)
+        if not data:
+            raise _Refusal("empty", "server sent zero bytes")
+        if not head_checked:
+            _refuse_head(data, ctype)
+        return data
+
+    def _late(self, deadline: float) -> _Refusal:
+        if self.cancel.is_set():
+            return _Refusal("cancelled", "stopped before this image finished")
+        return _Refusal("deadline", f"image took longer than {self.cfg.deadline:g} s")
+
+    def _os_refusal(self, e: OSError, deadline: float, phase: str) -> _Refusal:
+        if time.monotonic() >= deadline - 0.01 or self.cancel.is_set():
+            return self._late(deadline)
+        if isinstance(e, (TimeoutError, socket.timeout)):
+            return _Refusal("timeout", f"no answer within the {phase} timeout")
+        if isinstance(e, ssl.SSLError):
+            return _Refusal("tls-error", str(e))
+        if isinstance(e, ConnectionResetError):
+            return _Refusal("connection-reset", f"connection reset during {phase}", transient=True)
+        return _Refusal("connect-failed" if phase == "connect" else "connection-reset",
+                        f"{phase} failed: {e}", transient=phase != "connect")
+
+    def _timeout(self, limit: float, deadline: float) -> float:
+        return max(0.01, min(limit, deadline - time.monotonic()))
+
+    def _retry_after(self, resp, deadline: float) -> float | None:
+        value = resp.getheader("Retry-After")
+        if value and value.strip().isdigit():
+            return min(float(value), max(0.0, deadline - time.monotonic()))
+        return None
+
+
+def fetch_all(urls: Iterable[str], cfg: FetchConfig = FetchConfig(),
+              cancel: threading.Event | None = None,
+              on_result: Callable[[FetchResult], None] | None = None) -> list[FetchResult]:
+    """Convenience: fetch every distinct URL and return all results."""
+    out = []
+    with Fetcher(cfg, cancel) as f:
+        for r in f.fetch_many(urls):
+            out.append(r)
+            if on_result:
+                on_result(r)
+    return out
