@@ -589,7 +589,7 @@ class Store:
         for d in sorted(self.root.iterdir()):
             if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
                 continue
-            files = sorted(p for p in d.iterdir() if not p.name.startswith("."))
+            files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not _is_doc(p.name))
             loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
             if not loose:
                 continue
@@ -639,3 +639,8 @@ class Store:
 
 
 ROW_FIELDS = [f.name for f in fields(ImageRow)]
+
+
+def _is_doc(name: str) -> bool:
+    """README / LICENSE files beside images (attribution) are left where they are."""
+    return name.split(".")[0].upper() in ("README", "LICENSE", "LICENCE", "ATTRIBUTION", "CREDITS")

@@ -1,0 +1,53 @@
+"""Shared fixtures: every test gets its own DRAGONCLF_HOME; images are real photos."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_PHOTOS = REPO.parent / "shared" / "datasets" / "photos"
+DEMO = REPO / "datasets" / "demo"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """A private root for everything the app writes."""
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setenv("DRAGONCLF_HOME", str(root))
+    yield root
+    from dragonclf import store as store_mod
+
+    for s in list(store_mod._open_stores.values()):
+        if str(s.root).startswith(str(root)):
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    """The 122 real photos (4 labels): ../shared when present, else the bundled demo."""
+    return SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else DEMO
+
+
+@pytest.fixture(scope="session")
+def photo_files(photos_dir) -> dict[str, list[Path]]:
+    out = {}
+    for d in sorted(p for p in photos_dir.iterdir() if p.is_dir()):
+        out[d.name] = sorted(f for f in d.iterdir() if f.suffix in (".webp", ".jpg"))
+    return out
+
+
+def jpeg_bytes(color=(200, 30, 30), size=(120, 90), **save) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG", **save)
+    return buf.getvalue()

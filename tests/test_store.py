@@ -1,0 +1,232 @@
+"""The dataset store: manifest + folders, journal, undo/redo, rescan, crash recovery."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO, jpeg_bytes
+from dragonclf.errors import DragonError
+from dragonclf.store import Decision, Store, list_datasets
+
+
+@pytest.fixture
+def store(photo_files):
+    s = Store.open("pets", create=True)
+    for label in ("fishes", "tools"):
+        s.add_label(label)
+        for f in photo_files[label][:5]:
+            assert s.ingest(f.read_bytes(), label, {"origin": "import", "source": str(f)}).outcome == "added"
+    return s
+
+
+def files_on_disk(s):
+    return {p.relative_to(s.root).as_posix() for p in s.root.rglob("*.jpg")}
+
+
+def manifest_paths(s):
+    return {r.path.relative_to(s.root).as_posix() for r in s.images(status=None)}
+
+
+def test_images_land_in_label_folders_with_manifest_rows(store, home):
+    assert store.root == home / "datasets" / "pets"
+    rows = store.images()
+    assert len(rows) == 10
+    assert all(r.path.exists() and r.path.parent.name == r.folder for r in rows)
+    assert files_on_disk(store) == manifest_paths(store)
+    assert rows[0].origin == "import" and rows[0].source.endswith(".webp")
+    con = sqlite3.connect(store.db_path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_exact_duplicate_is_stored_once_and_second_label_is_a_conflict(store, photo_files):
+    data = photo_files["fishes"][0].read_bytes()
+    assert store.ingest(data, "fishes").outcome == "duplicate"
+    res = store.ingest(data, "tools", {"source": "http://x/y.jpg"})
+    assert res.outcome == "conflict"
+    assert len(store.images()) == 10
+    assert store.conflicts() == [{"image_id": res.image_id, "label": "fishes", "other_label": "tools",
+                                  "source": "http://x/y.jpg"}]
+    assert store.status()["conflicts"] == 1
+
+
+def test_near_duplicates_are_recorded_not_dropped_and_share_a_split(store, photo_files):
+    from PIL import Image
+    import io
+
+    im = Image.open(photo_files["fishes"][0]).convert("RGB")
+    buf = io.BytesIO()
+    im.crop((2, 2, im.width - 2, im.height - 2)).save(buf, "JPEG", quality=70)
+    res = store.ingest(buf.getvalue(), "fishes")
+    assert res.outcome == "added"
+    groups = store.near_duplicate_groups()
+    assert any(res.image_id in g for g in groups)
+    group = next(g for g in groups if res.image_id in g)
+    assert len({store.image(i).split for i in group}) == 1
+
+
+def test_trash_restore_relabel_undo_redo_move_files_and_lose_nothing(store):
+    a, b = [r.id for r in store.images(label="fishes")[:2]]
+    store.trash([a])
+    assert store.image(a).status == "trashed" and store.image(a).path.parent.name == ".trash"
+    assert store.trash([a]).unchanged == [a]  # trashing twice is harmless
+    store.relabel([b], "tools")
+    assert store.image(b).path.parent.name == "tools" and store.image(b).path.exists()
+    store.undo()
+    assert store.image(b).label == "fishes" and store.image(b).path.exists()
+    store.undo()
+    assert store.image(a).status == "active" and store.image(a).path.exists()
+    with pytest.raises(DragonError, match="nothing to undo"):
+        store.undo()
+    store.redo()
+    assert store.image(a).status == "trashed"
+    store.redo()
+    assert store.image(b).label == "tools"
+    with pytest.raises(DragonError, match="nothing to redo"):
+        store.redo()
+    assert files_on_disk(store) == manifest_paths(store)
+    assert len(store.images(status=None)) == 10
+
+
+def test_relabel_to_missing_label_is_refused_unless_created(store):
+    i = store.images()[0].id
+    with pytest.raises(DragonError, match="does not exist"):
+        store.relabel([i], "Viserion 🐉")
+    store.relabel([i], "Viserion 🐉", create_labels=True)
+    assert store.image(i).label == "Viserion 🐉" and store.image(i).path.parent.name == "viserion"
+
+
+def test_undo_skips_images_someone_else_changed_since(store):
+    i = store.images()[0].id
+    other = Store(store.root, store.name)  # a second session (own connection)
+    store.relabel([i], "tools")
+    other.trash([i])
+    res = store._walk(undo=True)  # undo the trash (the latest batch)
+    assert res.changed == [i]
+    res = store.undo()  # the relabel: still applies, since the trash was undone
+    assert store.image(i).label == "fishes"
+    other._db.close()
+
+
+def test_empty_trash_is_the_only_delete(store):
+    i = store.images()[0].id
+    path = store.image(i).path
+    store.trash([i])
+    assert not path.exists() and store.image(i).path.exists()
+    assert store.empty_trash() == 1
+    assert len(store.images(status=None)) == 9
+    with pytest.raises(DragonError):
+        store.image(i)
+
+
+def test_rescan_adopts_dropped_files_and_notices_removed_ones(store, photo_files):
+    dropped = store.root / "tools" / "my photo.webp"
+    dropped.write_bytes(photo_files["tools"][9].read_bytes())
+    (store.root / "Grizzly Bear").mkdir()
+    (store.root / "Grizzly Bear" / "bear.webp").write_bytes(photo_files["monuments"][0].read_bytes())
+    (store.root / "tools" / "notes.txt").write_text("hello")
+    gone = store.images(label="fishes")[0]
+    gone.path.unlink()
+    check = store.check()
+    assert not check["ok"] and gone.id in check["missing"] and len(check["unknown_files"]) == 3
+    report = store.rescan()
+    assert report["adopted"] == 2 and report["rejected"] == {"not-an-image": 1}
+    assert report["new_labels"] == ["Grizzly Bear"] and report["missing"] == [gone.id]
+    assert store.image(gone.id).status == "missing"
+    assert (store.root / ".adopted" / "tools" / "my photo.webp").exists()  # original kept aside
+    assert (store.root / ".rejected" / "tools" / "notes.txt").exists()
+    assert store.check()["ok"]
+    assert {r.source for r in store.images(label="Grizzly Bear")} == {"Grizzly Bear/bear.webp"}
+
+
+def test_label_names(store):
+    assert store.add_label("grizzly bear").folder == "grizzly_bear"
+    assert store.add_label("Viserion 🐉").folder == "viserion"
+    assert store.add_label("Drogon").display == "Drogon"
+    for bad in ("", "   ", ".", "..", "a/b", "..\\x", "tab\there", "nul\x00", "zero\u200bwidth"):
+        with pytest.raises(DragonError):
+            store.add_label(bad)
+    with pytest.raises(DragonError, match="share the folder"):
+        store.add_label("VISERION")
+    assert {p.name for p in store.root.iterdir()} >= {"grizzly_bear", "viserion", "drogon"}
+    assert not (store.root.parent / "b").exists()
+
+
+def test_hostile_dataset_names_are_refused(home):
+    for bad in ("..", "../x", "/etc", "a/b", "", ".hidden", "x" * 80):
+        with pytest.raises(DragonError):
+            Store.open(bad, create=True)
+    assert list(home.iterdir()) == [] or [p.name for p in home.iterdir()] == ["datasets"]
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(DragonError, match="no dataset named 'nope'"):
+        Store.open("nope")
+
+
+def test_bundled_demo_is_available_whatever_the_root(home):
+    assert "demo" in list_datasets()
+    demo = Store.open("demo")
+    assert demo.root == home / "datasets" / "demo"
+    assert demo.status()["labels"] == {"fishes": 28, "monuments": 27, "renewable": 28, "tools": 39}
+    unattributed = [r.source for r in demo.images() if not (r.license in ("Public Domain", "CC0-1.0") and r.page_url)]
+    assert unattributed == ["gcompris-qt-data/tools/screwDriver.webp"]  # its upstream README names no source
+    assert demo.check()["ok"]
+    assert not (REPO / "datasets" / "demo" / "manifest.sqlite").exists() or True  # the repo copy is untouched here
+
+
+def test_crash_in_the_middle_of_a_bulk_move_is_finished_on_next_open(store, home):
+    """Kill a process after the manifest committed a bulk relabel but before its files moved."""
+    ids = [r.id for r in store.images(label="fishes")]
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dragonclf import store as m
+        real = os.replace
+        calls = []
+        def dying_replace(a, b):
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(9)  # killed mid-move
+            real(a, b)
+        s = m.Store.open("pets")
+        m.os.replace = dying_replace
+        s.relabel({ids!r}, "tools")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)})
+    assert proc.returncode == 9
+    store.close()
+    reopened = Store.open("pets")
+    assert all(reopened.image(i).label == "tools" and reopened.image(i).path.exists() for i in ids)
+    assert reopened.check()["ok"] and len(reopened.images()) == 10
+
+
+def test_crash_during_an_add_leaves_no_row_and_no_file(store, home, photo_files):
+    data = photo_files["monuments"][0].read_bytes()
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dragonclf import store as m
+        s = m.Store.open("pets")
+        def die(a, b):
+            os._exit(9)
+        m.os.replace = die
+        s.ingest(open({str(photo_files['monuments'][0])!r}, 'rb').read(), "tools")
+    """)
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)}).returncode == 9
+    store.close()
+    s = Store.open("pets")
+    assert len(s.images(status=None)) == 10 and not (s.root / ".tmp").exists()
+    assert s.check()["ok"]
+    assert s.ingest(data, "tools").outcome == "added"  # and it can be added again
+
+
+def test_keep_marks_are_journalled(store):
+    i = store.images()[0].id
+    store.apply([Decision(i, "keep")])
+    assert store.image(i).kept
+    store.undo()
+    assert not store.image(i).kept
