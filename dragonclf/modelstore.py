@@ -1,0 +1,178 @@
+"""Model folders: write atomically, list, find, and guard one training per dataset.
+
+A model lives in `models_root()/<dataset>/<model_id>/` with `model.json`
+(labels, preprocessing, backbone, mode, metrics, date, training data summary),
+`model.onnx` (preprocessed image -> probabilities, what the predictor runs) and,
+for fine-tuned models, `export.pkl` (fastai's Learner). It is built in a
+`.tmp-*` folder and renamed into place when complete, so a crash or a Stop
+never leaves a half-written model where `list_models` looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import warnings
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dragonclf import config
+from dragonclf.errors import DragonError
+
+FORMAT = 1
+
+
+def dataset_dir(dataset: str) -> Path:
+    return config.models_root() / dataset
+
+
+def new_model_id(mode: str, backbone: str) -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{mode}-{backbone}-{secrets.token_hex(2)}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextmanager
+def staging(dataset: str, model_id: str):
+    """Yield an empty temp folder; on success it becomes the model folder."""
+    parent = dataset_dir(dataset)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{model_id}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not (tmp / "model.json").is_file():
+            raise DragonError("internal: a model folder was finished without model.json")
+        os.replace(tmp, parent / model_id)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def resolve(model, dataset: str | None = None) -> Path:
+    """The folder of a model named by path or id; only inside the app's models folder.
+
+    Models are never loaded from elsewhere: export.pkl is a pickle, and
+    unpickling a file someone uploaded would run their code.
+    """
+    root = config.models_root().resolve()
+    p = Path(model)
+    if not p.is_absolute() and not p.exists():
+        # A bare model id: look it up under the dataset (or any dataset).
+        candidates = [dataset_dir(dataset) / p] if dataset else list(root.glob(f"*/{p}"))
+        p = next((c for c in candidates if c.is_dir()), candidates[0] if candidates else root / p)
+    p = p.resolve()
+    if p.name in ("model.json", "model.onnx", "export.pkl"):
+        p = p.parent
+    try:
+        p.relative_to(root)
+    except ValueError:
+        raise DragonError(f"Models are loaded only from the app's models folder ({root}); {p} is outside it.") from None
+    if not p.is_dir():
+        raise DragonError(f"No such model: {model}")
+    return p
+
+
+def read_meta(model_dir: Path) -> dict:
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        raise DragonError(f"{model_dir} is not a model folder (model.json is missing).")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DragonError(f"{path} is corrupt: {e}") from e
+    missing = [k for k in ("labels", "input_size", "mean", "std", "mode", "backbone") if k not in meta]
+    if missing:
+        raise DragonError(f"{path} is incomplete (missing {', '.join(missing)}).")
+    return meta
+
+
+def list_models(dataset: str) -> list[dict]:
+    """The finished models of a dataset, newest first: id, path, mode, backbone, metrics, date."""
+    out = []
+    d = dataset_dir(dataset)
+    if not d.is_dir():
+        return out
+    for sub in d.iterdir():
+        if sub.name.startswith(".") or not (sub / "model.json").is_file():
+            continue
+        try:
+            meta = read_meta(sub)
+        except DragonError as e:
+            out.append({"id": sub.name, "path": str(sub), "error": str(e), "created": ""})
+            continue
+        out.append({
+            "id": sub.name, "path": str(sub), "mode": meta["mode"], "backbone": meta["backbone"],
+            "labels": meta["labels"], "metrics": meta.get("metrics", {}), "created": meta.get("created", ""),
+            "stopped_early": meta.get("stopped_early", False),
+        })
+    return sorted(out, key=lambda m: m["created"], reverse=True)
+
+
+def export_onnx(model, size: int, path: Path) -> None:
+    """Write `model` (normalised image batch -> logits) + softmax as one ONNX graph."""
+    import torch
+
+    net = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval().float().cpu()
+    dummy = torch.zeros(1, 3, size, size)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but handles timm's "same" padding
+        # with a fixed input size and needs no torch.export tracing of fastai modules.
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(
+                net, dummy, str(path), dynamo=False, input_names=["image"], output_names=["probs"],
+                dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17,
+            )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def training_lock(dataset: str):
+    """One training per dataset at a time, across threads and processes.
+
+    A lock file created with O_EXCL; one left by a process that died is taken over.
+    """
+    d = dataset_dir(dataset)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = d / ".train.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _pid_alive(pid):
+                raise DragonError(f"A training of dataset {dataset!r} is already running (process {pid}); wait or stop it.") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise DragonError(f"Could not take the training lock of dataset {dataset!r}.")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -1,0 +1,85 @@
+"""Turn whatever a user hands us (path, bytes, PIL image, array) into model input.
+
+One function for everyone who feeds a model outside fastai (embeddings, the
+ONNX predictor, evaluation), written to match fastai's validation pipeline for
+our DataBlock exactly: RGB, squash-resize with bilinear resampling, /255, then
+(x - mean) / std. That is what makes ONNX and fastai predictions agree.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dragonclf.config import IngestConfig
+from dragonclf.errors import DragonError
+
+MAX_PIXELS = IngestConfig().max_pixels  # refuse decompression bombs before decoding
+
+
+def load_image(src) -> Image.Image:
+    """An RGB PIL image from a path, bytes, PIL image or HxW / HxWxC array."""
+    if isinstance(src, Image.Image):
+        img = src
+    elif isinstance(src, np.ndarray):
+        img = _from_array(src)
+    else:
+        if isinstance(src, (bytes, bytearray)):
+            fp, name = io.BytesIO(src), "the uploaded data"
+        else:
+            path = Path(src)
+            if not path.is_file():
+                raise DragonError(f"No such image file: {path}")
+            fp, name = path, str(path)
+        try:
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise DragonError(f"{name} is too large ({w}x{h} pixels; the limit is {MAX_PIXELS:,}).")
+            img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DragonError(f"{name} is not a readable image ({type(e).__name__}: {e}).") from e
+        # Photos from phones store their rotation in EXIF; apply it as the store does.
+        img = ImageOps.exif_transpose(img)
+    if img.width * img.height > MAX_PIXELS:
+        raise DragonError(f"The image is too large ({img.width}x{img.height} pixels).")
+    if img.mode != "RGB":
+        # Transparent pixels go white, not black, the way a viewer shows them.
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            bg = Image.new("RGB", rgba.size, (255, 255, 255))
+            bg.paste(rgba, mask=rgba.getchannel("A"))
+            img = bg
+        else:
+            img = img.convert("RGB")
+    return img
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise DragonError(f"Not an image array: shape {a.shape} (expected HxW, HxWx3 or HxWx4).")
+    if a.dtype != np.uint8:
+        # Floats in [0, 1] (what many libraries produce) vs already 0..255.
+        scale = 255.0 if a.dtype.kind == "f" and a.max() <= 1.0 else 1.0
+        a = np.clip(a.astype(np.float64) * scale, 0, 255).astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return Image.fromarray(a, "RGBA" if a.shape[2] == 4 else "RGB")
+
+
+def to_array(img: Image.Image, size: int, mean, std) -> np.ndarray:
+    """(3, size, size) float32, normalised: fastai's Resize(squash) + Normalize."""
+    img = img.resize((size, size), Image.BILINEAR)
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def to_batch(images, size: int, mean, std) -> np.ndarray:
+    """(N, 3, size, size) from sources `load_image` accepts."""
+    return np.stack([to_array(load_image(s), size, mean, std) for s in images])

@@ -1,0 +1,383 @@
+"""Fine-tune a CNN with fastai over a dataset's active images, and save it as a model.
+
+The DataBlock reads `items.Item`s (active images, the manifest's fixed split),
+squash-resizes them (what the ONNX predictor replicates) and augments the
+training batches with a preset. `fine_tune` runs one-cycle or SGDR, reports
+each batch through `progress(fraction, message)` and each epoch through
+`on_epoch(row)`, stops cleanly on `cancel`, and writes the model folder
+atomically (export.pkl, model.onnx, model.json). One training per dataset at a
+time. Under `accelerate launch` every rank trains; only rank 0 writes.
+
+Warm start: by default the head is a single linear layer initialised from the
+quick model (a logistic regression on cached embeddings, seconds), so the
+frozen-body epoch of fastai's `fine_tune` is not needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dragonclf import backbones, items as items_mod, modelstore
+from dragonclf.errors import DragonError
+from dragonclf.features import Cancelled, _report
+from dragonclf.items import Item
+from dragonclf.modelstore import list_models  # noqa: F401 - part of this module's API
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SCHEDULES = ("one_cycle", "sgdr")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path | None  # the finished model folder (None when nothing was saved)
+    dataset: str
+    backbone: str
+    mode: str  # "quick" | "finetune" | "scratch"
+    metrics: dict
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of a distributed (accelerate/torchrun) run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---- DataBlock pieces: module-level so export.pkl unpickles anywhere --------
+
+def item_path(x):
+    """get_x: an Item's file; a plain path passes through (so learn.predict(path) works)."""
+    return x.path if isinstance(x, Item) else x
+
+
+def item_label(x: Item) -> str:
+    return x.label
+
+
+def item_is_valid(x: Item) -> bool:
+    return x.split == "valid"
+
+
+AUGMENT_PRESETS = {
+    "none": None,
+    "light": dict(do_flip=True, max_rotate=5.0, max_zoom=1.05, max_lighting=0.1, max_warp=0.0, p_affine=0.5, p_lighting=0.5),
+    "default": dict(),  # fastai's aug_transforms defaults: flip, rotate 10, zoom 1.1, lighting 0.2, warp 0.2
+    "strong": dict(do_flip=True, max_rotate=25.0, max_zoom=1.3, max_lighting=0.4, max_warp=0.3, p_affine=0.9, p_lighting=0.9),
+}
+
+
+def augment_tfms(preset: str) -> list:
+    from fastai.vision.augment import aug_transforms
+
+    if preset not in AUGMENT_PRESETS:
+        raise DragonError(f"Unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENT_PRESETS)}.")
+    kw = AUGMENT_PRESETS[preset]
+    return [] if kw is None else aug_transforms(**kw)
+
+
+def make_dls(items: list[Item], labels: list[str], size: int, batch_size: int, augment: str = "default",
+             normalize: tuple | None = None):
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import FuncSplitter, Normalize
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.data import ImageBlock
+    import torch
+
+    tfms = augment_tfms(augment)
+    if normalize is not None:
+        tfms.append(Normalize.from_stats(*normalize))
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=labels)),  # fixed vocab: a label seen only in valid still has a slot
+        get_x=item_path, get_y=item_label, splitter=FuncSplitter(item_is_valid),
+        item_tfms=Resize(size, method=ResizeMethod.Squash), batch_tfms=tfms,
+    )
+    n_train = sum(it.split == "train" for it in items)
+    # fastai drops the last partial training batch: a batch larger than the data would leave none.
+    bs = max(2, min(batch_size, n_train))
+    cuda = torch.cuda.is_available()
+    return block.dataloaders(items, bs=bs, num_workers=min(4, os.cpu_count() or 1) if cuda else 0,
+                             device="cuda" if cuda else "cpu")
+
+
+def build_learner(items: list[Item], labels: list[str], backbone: str, size: int, batch_size: int,
+                  augment: str, warm_head=None, path: Path | None = None):
+    """A fastai Learner (dls + model + metrics) for `backbone`; `warm_head` a features.LinearHead."""
+    from fastai.learner import Learner
+    from fastai.metrics import accuracy, error_rate
+    from fastai.vision.learner import vision_learner
+    import torch
+    from torch import nn
+
+    b = backbones.get_backbone(backbone)
+    path = path or Path(tempfile.mkdtemp(prefix="dragonclf-learn-"))
+    if not b.pretrained:
+        dls = make_dls(items, labels, size, batch_size, augment, normalize=(list(b.mean), list(b.std)))
+        learn = Learner(dls, backbones.SmallCNN(len(labels)), metrics=[accuracy, error_rate], path=path)
+    else:
+        dls = make_dls(items, labels, size, batch_size, augment)
+        arch, kw = backbones.fastai_arch(backbone)
+        if warm_head is not None:
+            lin = nn.Linear(warm_head.weight.shape[1], len(labels))
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(warm_head.weight))
+                lin.bias.copy_(torch.from_numpy(np.maximum(warm_head.bias, -10.0)))
+            kw["custom_head"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), lin)
+        learn = vision_learner(dls, arch, metrics=[accuracy, error_rate], path=path, **kw)
+    if torch.cuda.is_available():
+        learn.to_fp16()
+    return learn
+
+
+# ---- progress, per-epoch rows, cancel ----------------------------------------
+
+def _report_callback_class():
+    from fastai.callback.core import Callback, CancelFitException
+    from fastai.learner import Recorder
+
+    class ReportProgress(Callback):
+        """Per-batch progress, per-epoch rows, Stop, and a snapshot of each complete epoch."""
+
+        order = Recorder.order + 1  # after the Recorder has logged the epoch's values
+
+        def __init__(self, state: dict, progress, on_epoch, cancel):
+            self.state, self.progress, self.on_epoch_fn, self.cancel = state, progress, on_epoch, cancel
+
+        def _check_cancel(self):
+            if self.cancel is not None and self.cancel.is_set():
+                raise CancelFitException()
+
+        def before_batch(self):
+            self._check_cancel()
+
+        def after_batch(self):
+            s = self.state
+            s["done"] += 1
+            phase = "train" if self.training else "valid"
+            _report(self.progress, s["done"] / s["total"],
+                    f"Epoch {s['epoch'] + 1}/{s['epochs']}: {phase} batch {self.iter + 1}/{self.n_iter}")
+            self._check_cancel()
+
+        def after_epoch(self):
+            s = self.state
+            names = [n for n in self.recorder.metric_names[1:-1]]  # drop "epoch" and "time"
+            vals = self.recorder.values[-1] if self.recorder.values else []
+            row = {"epoch": s["epoch"] + 1, "phase": s["phase"]}
+            row.update({n: (float(v) if v is not None else None) for n, v in zip(names, vals)})
+            s["history"].append(row)
+            s["epoch"] += 1
+            # Keep the weights of the last complete epoch: Stop mid-epoch falls back to them.
+            s["snapshot"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            if self.on_epoch_fn is not None:
+                self.on_epoch_fn(row)
+
+    return ReportProgress
+
+
+def _fit(learn, n_epochs: int, lr, schedule: str, cbs, pct_start=0.3):
+    if n_epochs <= 0:
+        return
+    if schedule == "sgdr":
+        # Cosine annealing with a warm restart every epoch.
+        learn.fit_sgdr(n_cycles=n_epochs, cycle_len=1, lr_max=lr, cycle_mult=1, cbs=cbs)
+    else:
+        learn.fit_one_cycle(n_epochs, lr, pct_start=pct_start, cbs=cbs)
+
+
+# ---- the public functions -----------------------------------------------------
+
+def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
+              epochs: int = 3, lr: float | None = None, freeze_epochs: int | None = None, schedule: str = "one_cycle",
+              discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
+              valid_share: float | None = None, augment: str = "default", warm_start: bool = True, seed: int = 0,
+              progress=None, on_epoch=None, cancel: threading.Event | None = None, save: bool = True) -> TrainResult:
+    """Train `backbone` on the dataset and save it; returns a TrainResult.
+
+    Pretrained backbones: `freeze_epochs` with the body frozen (default 0 with a
+    warm-started head, else 1), then `epochs` with everything trainable, the
+    body at lr/lr_mult when `discriminative`. `small_cnn` trains from scratch
+    with one-cycle for `epochs`.
+    """
+    from fastai.torch_core import set_seed
+
+    if schedule not in SCHEDULES:
+        raise DragonError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    if epochs < 1:
+        raise DragonError("Train for at least one epoch.")
+    t0 = time.perf_counter()
+    name, items = items_mod.collect(store_or_rows, dataset, valid_share)
+    warnings = items_mod.check_trainable(name, items)
+    labels = items_mod.label_order(items)
+    b = backbones.get_backbone(backbone)
+    size = size or b.size
+    main = is_main_process()
+    lock = modelstore.training_lock(name) if (save and main) else _no_lock()
+    with lock:
+        set_seed(seed)
+        warm_head = None
+        if b.pretrained and warm_start:
+            from dragonclf import features
+
+            _report(progress, 0.0, "Fitting the starting head on cached embeddings")
+            X = features.embed([it for it in items if it.split == "train"], backbone, size=size, cancel=cancel)
+            y = [it.label for it in items if it.split == "train"]
+            warm_head = features.fit_head(X, y, labels)
+        if freeze_epochs is None:
+            freeze_epochs = 0 if (warm_head is not None or not b.pretrained) else 1
+        if not b.pretrained:
+            freeze_epochs = 0
+        lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
+        learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+        total_epochs = freeze_epochs + epochs
+        per_epoch = len(learn.dls.train) + len(learn.dls.valid)
+        state = {"done": 0, "total": max(1, per_epoch * total_epochs), "epoch": 0, "epochs": total_epochs,
+                 "history": [], "snapshot": None, "phase": "frozen"}
+        cbs = [_report_callback_class()(state, progress, on_epoch, cancel)]
+        try:
+            with learn.no_bar():
+                if b.pretrained and freeze_epochs:
+                    learn.freeze()
+                    _fit(learn, freeze_epochs, lr, schedule, cbs, pct_start=0.99)
+                if not (cancel is not None and cancel.is_set()):
+                    state["phase"] = "unfrozen" if b.pretrained else "scratch"
+                    learn.unfreeze()
+                    body_lr = slice(lr / lr_mult, lr) if (discriminative and b.pretrained) else lr
+                    _fit(learn, epochs, body_lr, schedule, cbs)
+            stopped = cancel is not None and cancel.is_set()
+            if stopped:
+                if state["snapshot"] is None:
+                    raise Cancelled("Training stopped before the first epoch finished; no model was saved.")
+                learn.model.load_state_dict(state["snapshot"])
+            result = _finish(learn, name, items, labels, backbone, size, state["history"], stopped, warnings,
+                             params=dict(epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule,
+                                         discriminative=discriminative, lr_mult=lr_mult, size=size,
+                                         batch_size=batch_size, valid_share=valid_share, augment=augment,
+                                         warm_start=warm_head is not None, seed=seed),
+                             save=save and main, progress=progress)
+        finally:
+            shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+class _no_lock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _finish(learn, name, items, labels, backbone, size, history, stopped, warnings, params, save, progress):
+    """Score on the valid split with fastai, then write export.pkl + model.onnx + model.json."""
+    from dragonclf.interpret import metrics_from_probs
+
+    b = backbones.get_backbone(backbone)
+    if learn.dls.valid.n:
+        with learn.no_bar():
+            probs, targs = learn.get_preds(dl=learn.dls.valid)
+        actual = [labels[i] for i in targs.numpy().astype(int)]
+        metrics = metrics_from_probs(actual, probs.float().numpy(), labels)
+    else:
+        metrics = metrics_from_probs([], np.zeros((0, len(labels))), labels)
+    mode = "finetune" if b.pretrained else "scratch"
+    result = TrainResult(None, name, backbone, mode, metrics, history, warnings=warnings, stopped_early=stopped)
+    if not save:
+        return result
+    _report(progress, 1.0, "Exporting the model (fastai export.pkl and ONNX)")
+    if hasattr(learn, "to_fp32"):
+        learn.to_fp32()
+    mean, std = (list(b.mean), list(b.std))
+    model_id = modelstore.new_model_id(mode, backbone)
+    meta = {
+        "format": modelstore.FORMAT, "dataset": name, "mode": mode, "backbone": backbone, "labels": labels,
+        "input_size": size, "resize": "squash", "mean": mean, "std": std, "metrics": metrics,
+        "created": modelstore.now_iso(), "training_data": items_mod.summary(items), "params": params,
+        "history": history, "stopped_early": stopped, "epochs_completed": len(history),
+        "files": {"onnx": "model.onnx", "pkl": "export.pkl"}, "warnings": warnings,
+    }
+    with modelstore.staging(name, model_id) as tmp:
+        learn.model.cpu().eval()
+        modelstore.export_onnx(learn.model, size, tmp / "model.onnx")
+        learn.dls.cpu()
+        learn.export(tmp / "export.pkl")
+        modelstore.write_json(tmp / "model.json", meta)
+    result.model_dir = modelstore.dataset_dir(name) / model_id
+    return result
+
+
+def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_BACKBONE, **kw) -> TrainResult:
+    """One entry point for the UI and CLI: mode "quick" or "finetune"."""
+    if mode == "quick":
+        from dragonclf.features import fit_quick
+
+        allowed = {"dataset", "valid_share", "progress", "cancel", "save"}
+        return fit_quick(store_or_rows, backbone, **{k: v for k, v in kw.items() if k in allowed})
+    if mode == "finetune":
+        return fine_tune(store_or_rows, backbone, **kw)
+    raise DragonError(f"Unknown mode {mode!r}; choose quick or finetune.")
+
+
+def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
+            size: int | None = None, batch_size: int = 32, augment: str = "default", num_it: int = 50,
+            valid_share: float | None = None):
+    """(Figure of loss vs learning rate, suggested learning rate) on the unfrozen model."""
+    from fastai.callback.schedule import valley
+
+    name, items = items_mod.collect(store_or_rows, dataset, valid_share)
+    items_mod.check_trainable(name, items)
+    labels = items_mod.label_order(items)
+    b = backbones.get_backbone(backbone)
+    learn = build_learner(items, labels, backbone, size or b.size, batch_size, augment)
+    try:
+        with learn.no_bar():
+            suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley,))
+        lrs = [float(x) for x in learn.recorder.lrs]
+        losses = [float(x) for x in learn.recorder.losses]
+    finally:
+        shutil.rmtree(learn.path, ignore_errors=True)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    sug = float(suggestion.valley)
+    ax.axvline(sug, color="red", linestyle="--", label=f"suggested {sug:.1e}")
+    ax.legend()
+    return fig, sug
+
+
+def preview_augmentations(store_or_rows, augment: str = "default", *, size: int = 224, n: int = 8,
+                          image: int = 0, dataset: str | None = None, seed: int = 0):
+    """A Figure of `n` augmented versions of one training image (no normalisation)."""
+    from fastai.torch_core import set_seed
+    from matplotlib.figure import Figure
+
+    name, items = items_mod.collect(store_or_rows, dataset)
+    if not items:
+        raise DragonError(f"Dataset {name!r} has no active images to preview.")
+    it = items[image % len(items)]
+    one = [Item(f"{it.id}-{k}", it.path, it.label, it.sha256, "train") for k in range(n)]
+    set_seed(seed)
+    dls = make_dls(one + [Item("v", it.path, it.label, it.sha256, "valid")], [it.label], size, n, augment)
+    xb, _ = dls.train.one_batch()
+    fig = Figure(figsize=(2 * min(n, 4), 2 * ((n + 3) // 4)), layout="constrained")
+    for k in range(len(xb)):
+        ax = fig.add_subplot((n + 3) // 4, min(n, 4), k + 1)
+        ax.imshow(xb[k].float().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.axis("off")
+    fig.suptitle(f"{augment}: {it.label} / {Path(it.path).name}")
+    return fig
