@@ -22,9 +22,14 @@ def home() -> Path:
     env = os.environ.get("DRAGONCLF_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and os.access("/data", os.W_OK):
+    if is_space() and Path("/data").is_dir() and os.access("/data", os.W_OK):
         return Path("/data/dragonclf")  # a Space with persistent storage
     return REPO_ROOT
+
+
+def is_space() -> bool:
+    """Running as a Hugging Face Space (the platform sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def datasets_root() -> Path:
