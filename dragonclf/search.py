@@ -31,6 +31,7 @@ LAYOUTS = (None, "Square", "Tall", "Wide")
 LICENSES = (None, "any", "Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
 
 CACHE_TTL = 14 * 24 * 3600  # seconds a cached search stays good: results drift, slowly
+EMPTY_TTL = 15 * 60  # an empty answer may be a quiet lock-out: trust it only as long as one lasts
 
 
 @dataclass(frozen=True)
@@ -212,9 +213,9 @@ def _read_cache(engine: str, query: str, filters: Filters, max_results: int) -> 
         return None
     except (OSError, ValueError):
         return None  # a damaged cache file is only a missed shortcut: search again and rewrite it
-    if time.time() - entry.get("time", 0) > CACHE_TTL:
-        return None
     results = [SearchResult(**r) for r in entry["results"]]
+    if time.time() - entry.get("time", 0) > (CACHE_TTL if results else EMPTY_TTL):
+        return None
     # A cached answer serves any request it could have fully answered.
     if entry["max_results"] >= max_results or len(results) < entry["max_results"]:
         return results[:max_results]
@@ -262,8 +263,7 @@ def search_images(queries: list[str], max_results: int, filters: Filters | dict 
         else:
             found = engine.images(q, max_results=max_results, filters=filters)
             out.searched.append(q)
-            if found:  # an empty answer may be a quiet lock-out: never cache it
-                _write_cache(engine.name, q, filters, max_results, found)
+            _write_cache(engine.name, q, filters, max_results, found)
         if not found:
             out.empty.append(q)
         for r in found:

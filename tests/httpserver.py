@@ -16,12 +16,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-PHOTOS = Path("/work/shared/datasets/photos")
+REPO = Path(__file__).resolve().parent.parent
+SHARED_PHOTOS = REPO.parent / "shared" / "datasets" / "photos"
 
 
 def real_photos() -> list[Path]:
-    """The shared public-domain photos (webp), sorted for reproducibility."""
-    return sorted(PHOTOS.glob("*/*.webp"))
+    """The 122 public-domain photos (webp), sorted; the bundled demo holds the same ones."""
+    folder = SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else REPO / "datasets" / "demo"
+    return sorted(p for p in folder.glob("*/*") if p.suffix in (".webp", ".jpg"))
 
 
 def gradio_images() -> list[Path]:

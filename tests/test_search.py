@@ -5,6 +5,7 @@ cache, and a stand-in for `ddgs.DDGS` that raises ddgs's own exceptions for
 the error mapping.
 """
 
+import json
 import time
 
 import ddgs
@@ -14,12 +15,6 @@ from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 from dragonclf import search
 from dragonclf.errors import DragonError
 from dragonclf.search import DuckDuckGo, Filters, SearchResult, query_variations, search_images
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("DRAGONCLF_HOME", str(tmp_path))
-    return tmp_path
 
 
 class FakeEngine:
@@ -71,10 +66,16 @@ def test_enough_results_skip_the_remaining_queries():
     assert [c[0] for c in e.calls] == ["a"] and len(out.results) == 25
 
 
-def test_empty_answers_are_not_cached_and_say_what_to_do():
+def test_empty_answers_are_cached_only_briefly_and_say_what_to_do(home):
     e = FakeEngine(per_query=0)
     with pytest.raises(DragonError, match="no images found.*10-15 minutes"):
         search_images(["nothing"], 5, engine=e)
+    with pytest.raises(DragonError):
+        search_images(["nothing"], 5, engine=e)
+    assert len(e.calls) == 1  # a retry right away does not knock on a locked door
+    for f in (home / "cache" / "search" / "fake").glob("*.json"):
+        entry = json.loads(f.read_text())
+        f.write_text(json.dumps({**entry, "time": entry["time"] - search.EMPTY_TTL - 1}))
     with pytest.raises(DragonError):
         search_images(["nothing"], 5, engine=e)
     assert len(e.calls) == 2
