@@ -234,7 +234,7 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
         model_id = modelstore.new_model_id("quick", backbone)
         meta = {
             "format": modelstore.FORMAT, "dataset": name, "mode": "quick", "backbone": backbone,
-            "labels": labels, "input_size": b.size, "resize": "squash", "mean": list(b.mean), "std": list(b.std),
+            "labels": labels, "input_size": b.size, "resize": "squish", "mean": list(b.mean), "std": list(b.std),
             "metrics": metrics, "created": modelstore.now_iso(), "training_data": items_mod.summary(items),
             "params": {"C": C, "valid_share": valid_share}, "files": {"onnx": "model.onnx", "pkl": None},
             "warnings": warnings,

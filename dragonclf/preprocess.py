@@ -2,7 +2,7 @@
 
 One function for everyone who feeds a model outside fastai (embeddings, the
 ONNX predictor, evaluation), written to match fastai's validation pipeline for
-our DataBlock exactly: RGB, squash-resize with bilinear resampling, /255, then
+our DataBlock exactly: RGB, squish-resize with bilinear resampling, /255, then
 (x - mean) / std. That is what makes ONNX and fastai predictions agree.
 """
 
@@ -73,7 +73,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
 
 
 def to_array(img: Image.Image, size: int, mean, std) -> np.ndarray:
-    """(3, size, size) float32, normalised: fastai's Resize(squash) + Normalize."""
+    """(3, size, size) float32, normalised: fastai's Resize(method="squish") + Normalize."""
     img = img.resize((size, size), Image.BILINEAR)
     x = np.asarray(img, dtype=np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -1,7 +1,7 @@
 """Fine-tune a CNN with fastai over a dataset's active images, and save it as a model.
 
 The DataBlock reads `items.Item`s (active images, the manifest's fixed split),
-squash-resizes them (what the ONNX predictor replicates) and augments the
+squish-resizes them (what the ONNX predictor replicates) and augments the
 training batches with a preset. `fine_tune` runs one-cycle or SGDR, reports
 each batch through `progress(fraction, message)` and each epoch through
 `on_epoch(row)`, stops cleanly on `cancel`, and writes the model folder
@@ -100,7 +100,7 @@ def make_dls(items: list[Item], labels: list[str], size: int, batch_size: int, a
     block = DataBlock(
         blocks=(ImageBlock, CategoryBlock(vocab=labels)),  # fixed vocab: a label seen only in valid still has a slot
         get_x=item_path, get_y=item_label, splitter=FuncSplitter(item_is_valid),
-        item_tfms=Resize(size, method=ResizeMethod.Squash), batch_tfms=tfms,
+        item_tfms=Resize(size, method=ResizeMethod.Squish), batch_tfms=tfms,
     )
     n_train = sum(it.split == "train" for it in items)
     # fastai drops the last partial training batch: a batch larger than the data would leave none.
@@ -113,6 +113,10 @@ def make_dls(items: list[Item], labels: list[str], size: int, batch_size: int, a
 def build_learner(items: list[Item], labels: list[str], backbone: str, size: int, batch_size: int,
                   augment: str, warm_head=None, path: Path | None = None):
     """A fastai Learner (dls + model + metrics) for `backbone`; `warm_head` a features.LinearHead."""
+    # These modules patch Learner with no_bar, fit_one_cycle/fit_sgdr/lr_find and to_fp16.
+    import fastai.callback.fp16  # noqa: F401
+    import fastai.callback.progress  # noqa: F401
+    import fastai.callback.schedule  # noqa: F401
     from fastai.learner import Learner
     from fastai.metrics import accuracy, error_rate
     from fastai.vision.learner import vision_learner
@@ -133,7 +137,11 @@ def build_learner(items: list[Item], labels: list[str], backbone: str, size: int
                 lin.weight.copy_(torch.from_numpy(warm_head.weight))
                 lin.bias.copy_(torch.from_numpy(np.maximum(warm_head.bias, -10.0)))
             kw["custom_head"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), lin)
+            kw["init"] = None  # fastai would re-initialise the head and throw the warm start away
         learn = vision_learner(dls, arch, metrics=[accuracy, error_rate], path=path, **kw)
+    from fastcore.basics import noop
+
+    learn.logger = noop  # the per-epoch rows go to on_epoch, not stdout
     if torch.cuda.is_available():
         learn.to_fp16()
     return learn
@@ -301,7 +309,7 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
     model_id = modelstore.new_model_id(mode, backbone)
     meta = {
         "format": modelstore.FORMAT, "dataset": name, "mode": mode, "backbone": backbone, "labels": labels,
-        "input_size": size, "resize": "squash", "mean": mean, "std": std, "metrics": metrics,
+        "input_size": size, "resize": "squish", "mean": mean, "std": std, "metrics": metrics,
         "created": modelstore.now_iso(), "training_data": items_mod.summary(items), "params": params,
         "history": history, "stopped_early": stopped, "epochs_completed": len(history),
         "files": {"onnx": "model.onnx", "pkl": "export.pkl"}, "warnings": warnings,
