@@ -22,9 +22,16 @@ def home() -> Path:
     env = os.environ.get("DRAGONCLF_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    if is_space() and Path("/data").is_dir() and os.access("/data", os.W_OK):
-        return Path("/data/dragonclf")  # a Space with persistent storage
+    persistent = persistent_dir()
+    if is_space() and persistent is not None:
+        return persistent / "dragonclf"  # a Space with persistent storage
     return REPO_ROOT
+
+
+def persistent_dir() -> Path | None:
+    """A Space's persistent storage (/data) when it is mounted and writable."""
+    p = Path(os.environ.get("DRAGONCLF_PERSISTENT_DIR", "/data"))
+    return p if p.is_dir() and os.access(p, os.W_OK) else None
 
 
 def is_space() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def refresh(name: str):
     labels = [lab.display for lab in Store.open(name).labels()] if name else []
     first = labels[0] if labels else None
     return counts_markdown(name), gr.update(choices=labels, value=first), label_gallery(name, first)
+
+
+def dataset_choices(current: str | None):
+    """Fresh choices on page load: datasets made by other sessions or the CLI appear."""
+    return gr.update(choices=list_datasets(), value=current)
 
 
 @ui_errors
@@ -98,7 +104,7 @@ class DatasetBar:
 
 
 def storage_note() -> str:
-    if config.is_space() and not str(config.home()).startswith("/data"):
+    if config.is_space() and config.persistent_dir() is None and not os.environ.get("DRAGONCLF_HOME"):
         return ("⚠️ This Space has no persistent storage: datasets and models are lost when it restarts. "
                 "Add persistent storage (mounted at /data) to keep them.")
     return ""
@@ -108,7 +114,7 @@ def build() -> DatasetBar:
     choices = list_datasets()
     with gr.Row(equal_height=True):
         dataset = gr.Dropdown(choices, value=config.DEMO_DATASET if config.DEMO_DATASET in choices else None,
-                              label="Dataset", scale=2, elem_id="dataset")
+                              label="Dataset", scale=2, elem_id="dataset", allow_custom_value=True)
         new_name = gr.Textbox(label="New dataset", placeholder="e.g. dragons", scale=2, elem_id="new-dataset")
         create_btn = gr.Button("Create", scale=1, elem_id="create-dataset")
     note = storage_note()
@@ -117,7 +123,7 @@ def build() -> DatasetBar:
     counts = gr.Markdown(elem_id="dataset-counts")
     with gr.Accordion("Images and import", open=False, elem_id="images-accordion"):
         with gr.Row():
-            label = gr.Dropdown([], label="Label", scale=1, elem_id="gallery-label")
+            label = gr.Dropdown([], label="Label", scale=1, elem_id="gallery-label", allow_custom_value=True)
             rescan_btn = gr.Button("Rescan folders", scale=0)
         gallery = gr.Gallery(label="Images", columns=8, height=300, elem_id="label-gallery")
         with gr.Row():

@@ -1,0 +1,120 @@
+"""Space readiness and what the server will and will not hand out."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from app_fixtures import app_url, client, free_port  # noqa: F401 - fixtures
+from conftest import REPO
+from dragonclf.store import Store
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_file_routes_refuse_everything_the_app_did_not_hand_out(app_url, home, client):
+    demo = Store.open("demo")
+    secrets = [
+        "/etc/passwd",
+        str(demo.db_path),  # the manifest
+        str(REPO / "app.py"),
+        str(REPO / "dragonclf" / "store.py"),
+        str(REPO / ".git" / "config"),
+        str(REPO / ".env"),
+        str(demo.images()[0].path),  # an image, but not one the app served
+        "../../../../etc/passwd",
+        str(home),
+    ]
+    for path in secrets:
+        for route in ("gradio_api/file=", "file="):
+            for quoted in (path, urllib.parse.quote(path, safe="")):
+                assert http_status(app_url + route + quoted) in (400, 403, 404, 405), (route, path)
+
+
+def test_images_the_app_shows_are_served(app_url, client, home):
+    gallery = client.predict("demo", "tools", api_name="/label_gallery")
+    assert len(gallery) == 39
+    url = gallery[0]["image"]["url"]
+    assert url.startswith(app_url) and http_status(url) == 200
+
+
+def test_hostile_dataset_names_through_the_ui_are_refused(client, home):
+    from gradio_client.exceptions import AppError
+
+    for bad in ("../../etc", "/tmp/x", "..", "a/../../b"):
+        with pytest.raises(AppError):
+            client.predict(bad, api_name="/create_dataset")
+    assert [p.name for p in (home / "datasets").iterdir()] if (home / "datasets").exists() else True
+    assert not any((home.parent / n).exists() for n in ("etc", "b"))
+
+
+def wait_for_port(port: int, proc, timeout=120) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"app exited: {proc.stdout.read()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError("app did not start")
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_runs_as_a_space(tmp_path, persistent):
+    """SPACE_ID and PORT set, as on Hugging Face: bind 0.0.0.0:$PORT, keep data under /data when mounted."""
+    data = tmp_path / "data"
+    if persistent:
+        data.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DRAGONCLF_HOME"}
+    env.update(SPACE_ID="someone/dragonclf", PORT=str(port), DRAGONCLF_PERSISTENT_DIR=str(data),
+               GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    code = ("import app, dragonclf.config as c; print('HOME', c.home(), flush=True); "
+            "print('OPTS', app.launch_options(), flush=True); print('NOTE', repr(app.dataset_bar.storage_note()), flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line[:4] in ("HOME", "OPTS", "NOTE"))
+    assert f"'server_name': '0.0.0.0'" in lines["OPTS"] and f"'server_port': {port}" in lines["OPTS"]
+    if persistent:
+        assert lines["HOME"] == str(data / "dragonclf") and lines["NOTE"] == "''"
+    else:
+        assert lines["HOME"] == str(REPO) and "lost when it restarts" in lines["NOTE"]
+    if persistent:  # and it really serves, on all interfaces
+        proc = subprocess.Popen([sys.executable, "app.py"], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for_port(port, proc)
+            assert http_status(f"http://127.0.0.1:{port}/") == 200
+            import psutil
+
+            listening = [c for c in psutil.Process(proc.pid).net_connections() if c.status == "LISTEN"]
+            assert any(c.laddr.ip in ("0.0.0.0", "::") and c.laddr.port == port for c in listening)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_local_run_binds_loopback_only(monkeypatch):
+    import app
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
+    opts = app.launch_options()
+    assert opts["server_name"] == "127.0.0.1" and opts["server_port"] == 7860 and opts["max_file_size"]
+    monkeypatch.setenv("DRAGONCLF_USER", "me")
+    monkeypatch.setenv("DRAGONCLF_PASSWORD", "secret")
+    assert app.launch_options()["auth"] == ("me", "secret")
