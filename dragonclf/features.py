@@ -205,7 +205,8 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
 # ---- the quick model as a saved model --------------------------------------
 
 def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset: str | None = None,
-              valid_share: float | None = None, C: float = 1.0, progress=None, cancel=None, save: bool = True):
+              valid_share: float | None = None, size: int | None = None, C: float = 1.0, progress=None, cancel=None,
+              save: bool = True):
     """Fit the quick model on the train split, score it on the valid split, save it.
 
     Returns a `train.TrainResult`; its `model_dir` is the finished model folder.
@@ -219,8 +220,9 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
     if not b.pretrained:
         raise DragonError(f"The quick model needs a pretrained backbone; {backbone} has none.")
     backbones.ensure_weights(backbone)
+    size = size or b.size
     labels = items_mod.label_order(items)
-    X = embed(items, backbone, progress=lambda f, m: _report(progress, 0.9 * f, m), cancel=cancel)
+    X = embed(items, backbone, size=size, progress=lambda f, m: _report(progress, 0.9 * f, m), cancel=cancel)
     tr = [i for i, it in enumerate(items) if it.split == "train"]
     va = [i for i, it in enumerate(items) if it.split == "valid"]
     head = fit_head(X[tr], [items[i].label for i in tr], labels, C=C)
@@ -234,13 +236,13 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
         model_id = modelstore.new_model_id("quick", backbone)
         meta = {
             "format": modelstore.FORMAT, "dataset": name, "mode": "quick", "backbone": backbone,
-            "labels": labels, "input_size": b.size, "resize": "squish", "mean": list(b.mean), "std": list(b.std),
+            "labels": labels, "input_size": size, "resize": "squish", "mean": list(b.mean), "std": list(b.std),
             "metrics": metrics, "created": modelstore.now_iso(), "training_data": items_mod.summary(items),
             "params": {"C": C, "valid_share": valid_share}, "files": {"onnx": "model.onnx", "pkl": None},
             "warnings": warnings,
         }
         with modelstore.training_lock(name), modelstore.staging(name, model_id) as tmp:
-            modelstore.export_onnx(head_module(backbone, head), b.size, tmp / "model.onnx")
+            modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")
             np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias, labels=np.array(labels))
             modelstore.write_json(tmp / "model.json", meta)
         model_dir = modelstore.dataset_dir(name) / model_id

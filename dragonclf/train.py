@@ -329,7 +329,7 @@ def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_
     if mode == "quick":
         from dragonclf.features import fit_quick
 
-        allowed = {"dataset", "valid_share", "progress", "cancel", "save"}
+        allowed = {"dataset", "valid_share", "size", "progress", "cancel", "save"}
         return fit_quick(store_or_rows, backbone, **{k: v for k, v in kw.items() if k in allowed})
     if mode == "finetune":
         return fine_tune(store_or_rows, backbone, **kw)

@@ -1,0 +1,141 @@
+"""CLI for models: train (quick or fine-tune), evaluate, export, predict."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from dragonclf.cli import add_json_flag, emit
+from dragonclf.errors import DragonError
+
+
+def register(sub) -> None:
+    from dragonclf.backbones import DEFAULT_BACKBONE, backbone_names
+    from dragonclf.train import AUGMENT_PRESETS, SCHEDULES
+
+    p = sub.add_parser("train", help="train a model on a dataset (quick: seconds; finetune: fastai)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names())
+    p.add_argument("--mode", default="quick", choices=("quick", "finetune"))
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--size", type=int, help="image size in pixels (default: the backbone's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, help="learning rate (default: a sensible one per backbone)")
+    p.add_argument("--freeze-epochs", type=int, help="epochs with the body frozen (default 0 with a warm-started head)")
+    p.add_argument("--schedule", default="one_cycle", choices=SCHEDULES)
+    p.add_argument("--augment", default="default", choices=list(AUGMENT_PRESETS))
+    p.add_argument("--valid-share", type=float, help="share of images for validation (default 0.2)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on its dataset's validation images")
+    p.add_argument("--model", required=True, help="model folder or id (under the models folder)")
+    p.add_argument("--dataset", help="dataset to score on (default: the model's own)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (average with the mirrored image)")
+    p.add_argument("--top", type=int, default=5, help="how many top losses to list")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="copy a model's ONNX graph or fastai pickle (with its model.json) out")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", required=True, choices=("onnx", "pkl"))
+    p.add_argument("--out", default=".", help="destination folder (default: the current one)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict the label of images (files or folders)")
+    p.add_argument("--model", required=True)
+    p.add_argument("images", nargs="+")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _stderr_progress(quiet: bool):
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def progress(fraction: float, message: str) -> None:
+        pct = int(fraction * 100)
+        if pct != state["last"]:
+            state["last"] = pct
+            print(f"\r{pct:3d}% {message[:70]:<70}", end="" if pct < 100 else "\n", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def cmd_train(a) -> int:
+    from dragonclf.store import Store
+    from dragonclf.train import train
+
+    store = Store.open(a.dataset)
+    kw = dict(progress=_stderr_progress(a.quiet), valid_share=a.valid_share)
+    if a.mode == "finetune":
+        kw.update(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr, freeze_epochs=a.freeze_epochs,
+                  schedule=a.schedule, augment=a.augment)
+    elif a.size is not None:
+        kw["size"] = a.size
+    r = train(store, a.mode, a.backbone, **kw)
+    out = {"model": str(r.model_dir) if r.model_dir else None, "backbone": r.backbone, "mode": r.mode,
+           "accuracy": r.metrics["accuracy"], "per_class": r.metrics["per_class"], "seconds": round(r.seconds, 2)}
+    if r.warnings:
+        out["warnings"] = r.warnings
+    emit(out, a.json)
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from dragonclf import interpret
+    from dragonclf.modelstore import read_meta, resolve
+    from dragonclf.store import Store
+
+    meta = read_meta(resolve(a.model))
+    ev = interpret.evaluate(a.model, Store.open(a.dataset or meta["dataset"]), tta=a.tta)
+    m = ev.metrics
+    out = {"model": str(ev.model_dir), "dataset": a.dataset or meta["dataset"], "tta": a.tta,
+           "accuracy": m["accuracy"], "error_rate": m["error_rate"], "valid_loss": m["valid_loss"],
+           "n_valid": m["n_valid"], "per_class": m["per_class"], "labels": ev.labels,
+           "confusion_matrix": ev.confusion.tolist(),
+           "most_confused": [{"actual": x, "predicted": y, "count": n} for x, y, n in interpret.most_confused(ev)],
+           "top_losses": interpret.top_losses(ev, a.top)}
+    emit(out, a.json)
+    return 0
+
+
+def cmd_export(a) -> int:
+    from dragonclf.modelstore import read_meta, resolve
+
+    src = resolve(a.model)
+    meta = read_meta(src)
+    name = "model.onnx" if a.format == "onnx" else "export.pkl"
+    if not (src / name).is_file():
+        why = " (quick models have no fastai pickle; export onnx)" if meta["mode"] == "quick" else ""
+        raise DragonError(f"Model {src.name} has no {name}{why}.")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / f"{src.name}.{'onnx' if a.format == 'onnx' else 'pkl'}"
+    shutil.copyfile(src / name, dest)
+    spec = out / f"{src.name}.json"  # labels and preprocessing travel with the model
+    shutil.copyfile(src / "model.json", spec)
+    emit({"model": str(src), "format": a.format, "file": str(dest), "spec": str(spec)}, a.json)
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from dragonclf.predict import IMAGE_SUFFIXES, Predictor
+
+    pred = Predictor(a.model)
+    paths = []
+    for s in a.images:
+        p = Path(s)
+        if p.is_dir():
+            paths += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(p)
+    results = pred.predict_paths(paths)
+    emit(results, a.json, lambda rs: "\n".join(
+        f"{r['path']}: {r['label']} ({r['probs'][r['label']]:.3f})" if "label" in r else f"{r['path']}: error: {r['error']}"
+        for r in rs))
+    return 1 if any("error" in r for r in results) else 0
