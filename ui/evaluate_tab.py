@@ -1,0 +1,64 @@
+"""Evaluate tab: confusion matrix, top losses, most uncertain, most confused, per-class metrics."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from dragonclf import interpret
+from dragonclf.store import Store
+from ui.common import model_dropdown_update, servable, ui_errors
+
+TITLE = "Evaluate"
+
+
+def _gallery(records: list[dict]) -> list[tuple[str, str]]:
+    return [(servable(r["path"]), f"{r['actual']} → {r['predicted']} · p={r['probability']:.2f} · loss {r['loss']:.2f}")
+            for r in records]
+
+
+@ui_errors
+def evaluate(name: str, model: str, tta: bool, progress=gr.Progress()):
+    if not model:
+        raise gr.Error("Train a model first (Train tab), then pick it here.")
+    ev = interpret.evaluate(model, Store.open(name), dataset=name, tta=bool(tta),
+                            progress=lambda f, m: progress(f, desc=m))
+    m = ev.metrics
+    cm = ev.confusion
+    summary = (f"**{len(ev.actual)} validation images**{' (with TTA)' if tta else ''}: accuracy **{m['accuracy']:.3f}**, "
+               f"error rate {m['error_rate']:.3f}, loss {m['valid_loss']:.3f}")
+    per_class = pd.DataFrame([{"class": k, **{c: round(v, 3) if isinstance(v, float) else v for c, v in s.items()}}
+                              for k, s in m["per_class"].items()])
+    numbers = pd.DataFrame(cm, index=ev.labels, columns=ev.labels).reset_index(names="actual \\ predicted")
+    confused = pd.DataFrame(interpret.most_confused(ev), columns=["actual", "predicted", "count"])
+    return (summary, interpret.plot_confusion_matrix(cm, ev.labels), numbers, per_class, confused,
+            _gallery(interpret.top_losses(ev, 12)), _gallery(interpret.most_uncertain(ev, 12)),
+            _gallery(interpret.samples(ev, correct=False, k=12)), _gallery(interpret.samples(ev, correct=True, k=12)))
+
+
+def build(bar) -> None:
+    with gr.Row():
+        model = gr.Dropdown([], label="Model", scale=3, allow_custom_value=True, elem_id="eval-model")
+        tta = gr.Checkbox(False, label="Test-time augmentation (mirror)", scale=1)
+        refresh_btn = gr.Button("↻ Models", scale=0)
+        run_btn = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-run")
+    summary = gr.Markdown(elem_id="eval-summary")
+    with gr.Row():
+        cm_plot = gr.Plot(label="Confusion matrix", elem_id="eval-cm")
+        with gr.Column():
+            per_class = gr.Dataframe(label="Per class", interactive=False, elem_id="eval-per-class")
+            confused = gr.Dataframe(label="Most confused", interactive=False)
+    numbers = gr.Dataframe(label="Confusion matrix (counts)", interactive=False)
+    with gr.Tab("Top losses"):
+        losses = gr.Gallery(columns=6, height=320, elem_id="eval-top-losses")
+    with gr.Tab("Most uncertain"):
+        uncertain = gr.Gallery(columns=6, height=320)
+    with gr.Tab("Wrong"):
+        wrong = gr.Gallery(columns=6, height=320)
+    with gr.Tab("Right"):
+        right = gr.Gallery(columns=6, height=320)
+
+    outputs = [summary, cm_plot, numbers, per_class, confused, losses, uncertain, wrong, right]
+    run_btn.click(evaluate, [bar.dataset, model, tta], outputs, api_name="evaluate", concurrency_limit=2)
+    for trigger in (bar.dataset.change, refresh_btn.click):
+        trigger(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")

@@ -1,0 +1,105 @@
+"""Predict tab: a picture in (upload, webcam, clipboard), top-k probabilities out; batch; export."""
+
+from __future__ import annotations
+
+import functools
+import os
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from dragonclf import modelstore
+from dragonclf.predict import Predictor
+from ui.common import model_dropdown_update, servable_file, ui_errors
+
+TITLE = "Predict"
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(model_dir: str, mtime: float) -> Predictor:
+    return Predictor(model_dir)
+
+
+def predictor(dataset: str, model: str | None) -> Predictor:
+    """The chosen model of `dataset` (default: its newest), loaded once per file version."""
+    if not model:
+        models = [m for m in modelstore.list_models(dataset) if "error" not in m] if dataset else []
+        if not models:
+            raise gr.Error(f"Dataset {dataset!r} has no trained model yet: train one in the Train tab.")
+        model = models[0]["id"]
+    model_dir = modelstore.resolve(model, dataset)  # only inside the app's models folder
+    p = _cached(str(model_dir), os.path.getmtime(model_dir / "model.json"))
+    if p.meta.get("dataset") != dataset:
+        raise gr.Error(f"Model {model} was trained on {p.meta.get('dataset')!r}, not {dataset!r}.")
+    return p
+
+
+@ui_errors
+def predict(image: str | None, dataset: str, model: str | None = None, top_k: int = 5) -> dict[str, float]:
+    """Probabilities for one image (a file path from gr.Image)."""
+    if not image:
+        raise gr.Error("Upload, paste or take a picture first.")
+    return predictor(dataset, model).predict_image(image, top_k=int(top_k) or None)
+
+
+@ui_errors
+def predict_batch(files, dataset: str, model: str | None):
+    if not files:
+        raise gr.Error("Choose some images first.")
+    p = predictor(dataset, model)
+    rows = []
+    for f in files:
+        path = f if isinstance(f, str) else f.name
+        r = p.predict_paths([path])[0]
+        rows.append({"file": Path(path).name, "label": r.get("label", ""),
+                     "probability": round(max(r["probs"].values()), 3) if "probs" in r else None,
+                     "error": r.get("error", "")})
+    return pd.DataFrame(rows)
+
+
+@ui_errors
+def export(dataset: str, model: str | None, fmt: str) -> str:
+    p = predictor(dataset, model)
+    d = p.model_dir
+    if fmt == "pkl":
+        if not (d / "export.pkl").is_file():
+            raise gr.Error("This model has no fastai export.pkl (quick models are ONNX only); fine-tune for one.")
+        return servable_file(d / "export.pkl", f"{d.name}.pkl")
+    out = Path(servable_file(d / "model.json", "model.json")).parent / f"{d.name}-onnx.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("model.onnx", "model.json"):
+            z.write(d / name, name)
+    return str(out)
+
+
+def build(bar) -> None:
+    with gr.Row():
+        model = gr.Dropdown([], label="Model (empty: the newest)", scale=3, allow_custom_value=True,
+                            elem_id="predict-model")
+        refresh_btn = gr.Button("↻ Models", scale=0)
+    with gr.Row():
+        image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Picture",
+                         elem_id="predict-image")
+        with gr.Column():
+            top_k = gr.Slider(1, 10, value=5, step=1, label="Show top")
+            result = gr.Label(num_top_classes=10, label="Prediction", elem_id="predict-label")
+    with gr.Accordion("Many pictures at once", open=False):
+        files = gr.File(file_count="multiple", file_types=["image"], label="Images")
+        batch_btn = gr.Button("Predict all")
+        table = gr.Dataframe(interactive=False)
+    with gr.Accordion("Export the model", open=False):
+        with gr.Row():
+            fmt = gr.Radio([("ONNX + JSON (any runtime)", "onnx"), ("fastai export.pkl", "pkl")], value="onnx",
+                           label="Format")
+            export_btn = gr.Button("Export", elem_id="export-model")
+        download = gr.File(label="Download", elem_id="export-file")
+
+    image.change(predict, [image, bar.dataset, model, top_k], result, api_name="predict",
+                 concurrency_limit=8, concurrency_id="predict", show_progress="minimal")
+    batch_btn.click(predict_batch, [files, bar.dataset, model], table, api_name="predict_batch",
+                    concurrency_id="predict")
+    export_btn.click(export, [bar.dataset, model, fmt], download, api_name="export_model")
+    for trigger in (bar.dataset.change, refresh_btn.click):
+        trigger(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")

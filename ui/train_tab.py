@@ -1,0 +1,156 @@
+"""Train tab: the quick model in seconds, or a fastai fine-tune with live progress."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from dragonclf import backbones, train
+from dragonclf.interpret import plot_history
+from dragonclf.store import Store
+from ui.common import gen_errors, model_dropdown_update, stream_work, ui_errors
+
+TITLE = "Train"
+EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time"]
+AUGMENTS = ("none", "light", "default", "strong")
+
+
+def backbone_choices() -> list[tuple[str, str]]:
+    out = []
+    for b in backbones.available_backbones():
+        note = "offline" if b.get("offline") else "needs download"
+        out.append((f"{b['name']} ({note})", b["name"]))
+    return out
+
+
+def _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
+            augment) -> dict:
+    kw = dict(valid_share=float(valid_share), size=int(size) if size else None)
+    if mode == "finetune":
+        kw.update(epochs=int(epochs), lr=float(lr) if lr else None,
+                  freeze_epochs=int(freeze_epochs) if freeze_epochs not in (None, "") else None,
+                  schedule=schedule, discriminative=bool(discriminative), batch_size=int(batch_size), augment=augment)
+    return kw
+
+
+@gen_errors
+def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
+          augment, progress=gr.Progress()):
+    """Train in a worker thread; stream progress, the epoch table and the loss chart."""
+    store = Store.open(name)
+    cancel = threading.Event()
+    kw = _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
+                 augment)
+
+    def work(report, emit):
+        extra = {"on_epoch": emit} if mode == "finetune" else {}  # the quick model has no epochs
+        return train.train(store, mode=mode, backbone=backbone, dataset=name, progress=report, cancel=cancel,
+                           **extra, **kw)
+
+    rows: list[dict] = []
+    status = f"Training {mode} model on **{name}** with {backbone}…"
+    yield cancel, status, pd.DataFrame(columns=EPOCH_COLUMNS), None, gr.update()
+    for item in stream_work(work, cancel):
+        if item[0] == "progress":
+            progress(item[1], desc=item[2])
+        elif item[0] == "event":
+            rows.append(item[1])
+            yield cancel, status, _table(rows), plot_history(rows), gr.update()
+        elif item[0] == "done":
+            result = item[1]
+            yield cancel, _result_text(result), _table(rows or result.history), \
+                plot_history(rows or result.history) if (rows or result.history) else None, \
+                model_dropdown_update(name)
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    return df[[c for c in EPOCH_COLUMNS if c in df.columns]] if not df.empty else pd.DataFrame(columns=EPOCH_COLUMNS)
+
+
+def _result_text(r) -> str:
+    m = r.metrics or {}
+    acc = m.get("accuracy")
+    lines = [f"**{'Stopped' if r.stopped_early else 'Done'}** in {r.seconds:.0f} s: {r.mode} model, {r.backbone}"
+             + (f", validation accuracy **{acc:.3f}**" if acc is not None else "")]
+    if r.model_dir:
+        lines.append(f"Saved as `{r.model_dir.name}`: pick it in Evaluate and Predict.")
+    else:
+        lines.append("No complete model was saved.")
+    for w in r.warnings:
+        lines.append(f"⚠️ {w}")
+    per = m.get("per_class") or {}
+    if per:
+        lines.append("\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|")
+        for label, s in per.items():
+            lines.append(f"| {label} | {s['precision']:.2f} | {s['recall']:.2f} | {s['f1']:.2f} | {s.get('support', '')} |")
+    return "\n".join(lines)
+
+
+def stop(cancel):
+    if cancel is not None:
+        cancel.set()
+    return "Stopping at the end of this batch; the last complete epoch is kept…"
+
+
+@ui_errors
+def find_lr(name, backbone, size, batch_size, augment, valid_share):
+    fig, suggestion = train.lr_find(Store.open(name), backbone, dataset=name, size=int(size) if size else None,
+                                    batch_size=int(batch_size), augment=augment, valid_share=float(valid_share))
+    return fig, float(f"{suggestion:.2e}")
+
+
+@ui_errors
+def preview(name, augment, size, image_index):
+    return train.preview_augmentations(Store.open(name), augment, size=int(size or 224), image=int(image_index),
+                                       dataset=name, seed=int(image_index))
+
+
+def build(bar) -> None:
+    cancel = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            mode = gr.Radio([("Quick model (seconds)", "quick"), ("Fine-tune (fastai)", "finetune")],
+                            value="quick", label="Mode", elem_id="train-mode")
+            backbone = gr.Dropdown(backbone_choices(), value=backbones.DEFAULT_BACKBONE, label="Backbone",
+                                   elem_id="train-backbone")
+            with gr.Row():
+                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1, maximum=100, elem_id="train-epochs")
+                lr = gr.Number(None, label="Learning rate (empty: default)", elem_id="train-lr")
+            with gr.Accordion("More settings", open=False):
+                freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0)
+                schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
+                                    value="one_cycle", label="Schedule")
+                discriminative = gr.Checkbox(True, label="Discriminative learning rates (body slower than head)")
+                size = gr.Number(160, label="Image size (px)", precision=0, minimum=32, maximum=512)
+                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1, maximum=512)
+                valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
+            augment = gr.Dropdown(list(AUGMENTS), value="default", label="Augmentation")
+            with gr.Row():
+                start_btn = gr.Button("Train", variant="primary", elem_id="train-start")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="train-status")
+            table = gr.Dataframe(headers=EPOCH_COLUMNS, label="Epochs", interactive=False, elem_id="train-epochs-table")
+            chart = gr.Plot(label="Loss", elem_id="train-chart")
+            models = gr.Dropdown([], label="Models of this dataset", interactive=False, elem_id="train-models")
+    with gr.Accordion("Learning-rate finder and augmentation preview", open=False):
+        with gr.Row():
+            lr_btn = gr.Button("Find learning rate", elem_id="lr-find")
+            image_index = gr.Number(0, label="Preview image #", precision=0)
+            preview_btn = gr.Button("Preview augmentation", elem_id="aug-preview")
+        with gr.Row():
+            lr_plot = gr.Plot(label="Loss vs learning rate")
+            aug_plot = gr.Plot(label="Augmented samples", elem_id="aug-plot")
+
+    inputs = [bar.dataset, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size,
+              valid_share, augment]
+    start_btn.click(start, inputs, [cancel, status, table, chart, models], api_name="train",
+                          concurrency_limit=2, concurrency_id="train")
+    stop_btn.click(stop, cancel, status, api_name="stop_train", queue=False)
+    lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr],
+                 api_name="lr_find", concurrency_id="train")
+    preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
+    bar.dataset.change(model_dropdown_update, bar.dataset, models, api_visibility="private")
