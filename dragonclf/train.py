@@ -196,10 +196,28 @@ def _fit(learn, n_epochs: int, lr, schedule: str, cbs, pct_start=0.3):
     if n_epochs <= 0:
         return
     if schedule == "sgdr":
-        # Cosine annealing with a warm restart every epoch.
-        learn.fit_sgdr(n_cycles=n_epochs, cycle_len=1, lr_max=lr, cycle_mult=1, cbs=cbs)
+        learn.fit(n_epochs, cbs=[_sgdr_scheduler(learn, lr, n_epochs)] + list(cbs))
     else:
         learn.fit_one_cycle(n_epochs, lr, pct_start=pct_start, cbs=cbs)
+
+
+def _sgdr_scheduler(learn, lr, n_cycles: int):
+    """SGDR: cosine annealing from lr to ~0, restarting every epoch.
+
+    fastai's `fit_sgdr` divides by (cycle_mult - 1) and so cannot do equal-length cycles.
+    """
+    from fastai.callback.schedule import ParamScheduler, SchedCos
+
+    if learn.opt is None:
+        learn.create_opt()
+    learn.opt.set_hyper("lr", lr)  # a slice spreads over the layer groups (discriminative lr)
+    lr_max = np.array([h["lr"] for h in learn.opt.hypers])
+    cos = SchedCos(lr_max, lr_max / 1e3)
+
+    def restart_every_epoch(pos: float):
+        return cos(min(pos * n_cycles % 1.0, 0.999) if pos < 1 else 0.999)
+
+    return ParamScheduler({"lr": restart_every_epoch})
 
 
 # ---- the public functions -----------------------------------------------------

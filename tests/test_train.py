@@ -1,0 +1,149 @@
+"""Fine-tuning over real photos: model folders, progress, Stop, one training at a time, bad datasets."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from matplotlib.figure import Figure
+
+from dragonclf import config, modelstore, train
+from dragonclf.errors import DragonError
+from dragonclf.predict import Predictor
+from ml_fixtures import SIZE, ml_home, photo_items  # noqa: F401 - fixture
+
+
+def _leftovers(dataset="photos"):
+    d = config.models_root() / dataset
+    return [p.name for p in d.iterdir()] if d.is_dir() else []
+
+
+def test_fine_tune_writes_a_complete_listed_model(ml_home):
+    items = photo_items(per_label=10)
+    rows, fractions = [], []
+    r = train.fine_tune(items, dataset="photos", epochs=2, size=SIZE, batch_size=8, schedule="sgdr",
+                        on_epoch=rows.append, progress=lambda f, m: fractions.append(f))
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert set(rows[0]) >= {"train_loss", "valid_loss", "accuracy", "error_rate"}
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) > 5
+    assert {p.name for p in r.model_dir.iterdir()} >= {"export.pkl", "model.onnx", "model.json"}
+    meta = json.loads((r.model_dir / "model.json").read_text())
+    assert meta["dataset"] == "photos" and meta["mode"] == "finetune" and meta["backbone"] == "efficientnet_lite0"
+    assert meta["input_size"] == SIZE and meta["mean"] == [0.5, 0.5, 0.5] and len(meta["history"]) == 2
+    assert meta["metrics"]["accuracy"] == pytest.approx(rows[-1]["accuracy"], abs=1e-6)
+    listed = train.list_models("photos")
+    assert [m["id"] for m in listed] == [r.model_dir.name]
+    assert listed[0]["metrics"]["accuracy"] == meta["metrics"]["accuracy"] and listed[0]["created"]
+    assert not (config.models_root() / "photos" / ".train.lock").exists()
+
+
+def test_small_cnn_trains_from_scratch_and_predicts(ml_home):
+    items = photo_items(per_label=6)
+    r = train.fine_tune(items, "small_cnn", dataset="photos", epochs=1, size=SIZE, batch_size=8)
+    assert r.mode == "scratch"
+    probs = Predictor(r.model_dir).predict_image(items[0].path)
+    assert len(probs) == 4
+
+
+def test_stop_in_the_first_epoch_saves_nothing(ml_home):
+    stop = threading.Event()
+    with pytest.raises(train.Cancelled, match="no model was saved"):
+        train.fine_tune(photo_items(per_label=8), dataset="photos", epochs=2, size=SIZE, batch_size=4,
+                        progress=lambda f, m: stop.set() if "batch 2/" in m else None, cancel=stop)
+    assert train.list_models("photos") == []
+    assert _leftovers() == []  # no temp folder, no lock file
+
+
+def test_stop_mid_epoch_keeps_the_last_complete_epoch(ml_home):
+    stop = threading.Event()
+    r = train.fine_tune(photo_items(per_label=8), dataset="photos", epochs=3, size=SIZE, batch_size=4,
+                        progress=lambda f, m: stop.set() if m.startswith("Epoch 2/") and "batch 2/" in m else None,
+                        cancel=stop)
+    assert r.stopped_early and len(r.history) == 1
+    [listed] = train.list_models("photos")
+    assert listed["stopped_early"] and listed["id"] == r.model_dir.name
+    meta = json.loads((r.model_dir / "model.json").read_text())
+    assert meta["epochs_completed"] == 1
+    assert Predictor(r.model_dir).predict_image(photo_items(per_label=1)[0].path)
+    assert [n for n in _leftovers() if n.startswith(".")] == []
+
+
+def test_a_second_training_of_the_same_dataset_is_refused(ml_home):
+    items = photo_items(per_label=8)
+    started, release, errors = threading.Event(), threading.Event(), []
+
+    def progress(f, m):
+        started.set()
+        release.wait(60)
+
+    t = threading.Thread(target=lambda: train.fine_tune(items, dataset="photos", epochs=1, size=SIZE, batch_size=8,
+                                                        progress=progress))
+    t.start()
+    try:
+        assert started.wait(120)
+        with pytest.raises(DragonError, match="already running"):
+            train.fine_tune(items, dataset="photos", epochs=1, size=SIZE)
+        # Another dataset may train meanwhile (only the lock is checked here).
+        with modelstore.training_lock("other"):
+            pass
+    finally:
+        release.set()
+        t.join(300)
+    assert len(train.list_models("photos")) == 1
+
+
+def test_a_stale_lock_from_a_dead_process_is_taken_over(ml_home):
+    d = config.models_root() / "photos"
+    d.mkdir(parents=True)
+    (d / ".train.lock").write_text("999999999")
+    with modelstore.training_lock("photos"):
+        assert (d / ".train.lock").read_text() == str(__import__("os").getpid())
+
+
+@pytest.mark.parametrize("case,msg", [
+    ("empty", "no active images"), ("one label", "one label only"), ("no valid", "no validation images"),
+])
+def test_unlearnable_datasets_get_a_clear_message(ml_home, case, msg):
+    if case == "empty":
+        items = []
+    elif case == "one label":
+        items = photo_items(per_label=6, labels=["tools"])
+    else:
+        items = [it.__class__(it.id, it.path, it.label, it.sha256, "train") for it in photo_items(per_label=4)]
+    with pytest.raises(DragonError, match=msg):
+        train.fine_tune(items, dataset="photos", epochs=1, size=SIZE)
+    assert train.list_models("photos") == []
+
+
+def test_every_image_trashed_in_a_real_store(ml_home):
+    from dragonclf.store import Store
+
+    store = Store.open("demo")
+    store.trash([r.id for r in store.images()])
+    for mode in ("quick", "finetune"):
+        with pytest.raises(DragonError, match="no active images"):
+            train.train(store, mode, size=SIZE)
+
+
+def test_store_glue_quick_model_on_the_demo_dataset(ml_home):
+    from dragonclf.store import Store
+
+    store = Store.open("demo")
+    r = train.train(store, "quick", size=SIZE)
+    assert r.dataset == "demo" and r.model_dir.parent.name == "demo"
+    meta = json.loads((r.model_dir / "model.json").read_text())
+    n_valid = len([row for row in store.images() if row.split == "valid"])
+    assert meta["training_data"]["n_valid"] == n_valid and meta["training_data"]["n_images"] == len(store.images())
+    assert train.list_models("demo")[0]["mode"] == "quick"
+
+
+def test_lr_find_and_augmentation_preview_return_figures(ml_home):
+    items = photo_items(per_label=6)
+    fig, suggestion = train.lr_find(items, dataset="photos", size=SIZE, batch_size=8, num_it=8)
+    assert isinstance(fig, Figure) and 1e-7 < suggestion < 10
+    for preset in train.AUGMENT_PRESETS:
+        fig = train.preview_augmentations(items, preset, size=SIZE, n=4)
+        assert isinstance(fig, Figure) and len(fig.axes) == 4
+    with pytest.raises(DragonError, match="Unknown augmentation"):
+        train.preview_augmentations(items, "wild")
