@@ -203,6 +203,7 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
     ingester = ThreadPoolExecutor(max_workers=ingest_workers, thread_name_prefix="dragonclf-ingest")
     fetching: dict[Future, _Candidate] = {}
     ingesting: dict[Future, tuple[_Candidate, FetchResult]] = {}
+    spare: list[tuple[_Candidate, FetchResult]] = []
     queue = iter(todo)
     exhausted = False
     done = 0
@@ -213,14 +214,22 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
         progress(0.05 + 0.95 * min(1.0, frac),
                  f"{label}: {done}/{len(todo)} done, {report.stored} stored, {refused} refused")
 
+    def ingest(c: _Candidate, result: FetchResult) -> None:
+        prov = _provenance(c, result, filters)
+        ingesting[ingester.submit(store.ingest, result.data, label, prov, ingest_cfg)] = (c, result)
+
     try:
         while True:
             if cancel.is_set() and not stop.is_set():
                 stop.set()
                 report.cancelled = True
-            in_flight = len(fetching) + len(ingesting)
-            # Fewer in flight as the target nears, so we do not overshoot by a whole pool.
-            room = min(cfg.workers, max(1, math.ceil((target - report.stored) * 1.25))) - in_flight
+            # Never more ingests running than images still wanted, so we store exactly `target`;
+            # bodies fetched beyond that wait as spares in case an ingest is refused or a duplicate.
+            while spare and not stop.is_set() and report.stored + len(ingesting) < target:
+                ingest(*spare.pop(0))
+            # Fetch a little ahead of what is still wanted (some will be refused), not a whole pool.
+            wanted = max(1, math.ceil((target - report.stored) * 1.25))
+            room = min(cfg.workers, wanted) - len(fetching) - len(ingesting) - len(spare)
             while room > 0 and not exhausted and not stop.is_set() and report.stored < target:
                 c = next(queue, None)
                 if c is None:
@@ -235,12 +244,13 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
                 if fut in fetching:
                     c = fetching.pop(fut)
                     result: FetchResult = fut.result()
-                    if result.ok and not stop.is_set():
-                        prov = _provenance(c, result, filters)
-                        ingesting[ingester.submit(store.ingest, result.data, label, prov, ingest_cfg)] = (c, result)
-                    else:
+                    if not result.ok or stop.is_set():
                         done += 1
-                        _record_fetch_failure(store, c, result, report, finish, stop)
+                        _record_fetch_failure(store, c, result, report, finish)
+                    elif report.stored + len(ingesting) < target:
+                        ingest(c, result)
+                    else:
+                        spare.append((c, result))
                 else:
                     c, result = ingesting.pop(fut)
                     done += 1
@@ -251,7 +261,11 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
         fetcher.close()
         ingester.shutdown(wait=True, cancel_futures=True)
     if report.cancelled:
-        report.unfinished += sum(1 for _ in queue)  # never started: the next run fetches them
+        # never started, or fetched but not stored: the next run fetches them
+        report.unfinished += sum(1 for _ in queue) + len(spare)
+    # Spares left once the target is met are simply not needed: unrecorded, a later run may use them.
+    progress(1.0, f"{label}: {report.stored} stored, {report.duplicates} duplicates, "
+                  f"{report.conflicts} conflicts, {sum(report.refused.values())} refused")
 
 
 def _provenance(c: _Candidate, result: FetchResult, filters: Filters) -> dict:
@@ -262,7 +276,7 @@ def _provenance(c: _Candidate, result: FetchResult, filters: Filters) -> dict:
             "license": filters.license_image if m else None}
 
 
-def _record_fetch_failure(store, c, result: FetchResult, report, finish, stop) -> None:
+def _record_fetch_failure(store, c, result: FetchResult, report, finish) -> None:
     if result.ok or result.reason == "cancelled":
         # fetched after a stop, or cut short by it: left for the next run, not a failure
         report.unfinished += 1

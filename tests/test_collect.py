@@ -179,12 +179,12 @@ def test_search_results_carry_provenance_and_a_rerun_neither_searches_nor_fetche
     assert report2.stored == 0 and report2.skipped == 6 and sum(server.hits.values()) == hits_before
 
 
-def test_max_images_stops_fetching_early(server, allow_loopback):
+def test_max_images_stores_exactly_that_many_and_stops_fetching_early(server, allow_loopback):
     paths = [server.add_file(f"/p{i}.webp", f) for i, f in enumerate(real_photos()[:40])]
     engine = FakeEngine(server, {"things": [p.split(str(server.port))[1] for p in paths]})
     store = Store.open("web", create=True)
     report = collect(store, "things", max_images=8, engine=engine, cfg=QUICK)
-    assert 8 <= report.stored <= 10
+    assert report.stored == 8 == len(store.images(label="things"))
     assert sum(server.hits.values()) <= 12
 
 
