@@ -51,3 +51,7 @@ def jpeg_bytes(color=(200, 30, 30), size=(120, 90), **save) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "JPEG", **save)
     return buf.getvalue()
+
+
+# The real app, launched once per test session on loopback (see app_fixtures.py).
+from app_fixtures import app_url, client  # noqa: E402,F401

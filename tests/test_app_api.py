@@ -4,7 +4,6 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from app_fixtures import app_url, client  # noqa: F401 - fixtures
 from conftest import jpeg_bytes
 from dragonclf.modelstore import list_models
 from dragonclf.store import Store
@@ -14,7 +13,7 @@ from dragonclf.store import Store
 def trained(client):
     """The demo dataset with a quick model, trained through the Train endpoint."""
     Store.open("demo")
-    out = client.predict("demo", "quick", "efficientnet_lite0", 1, None, None, "one_cycle", True, 128, 32, 0.2,
+    out = client.predict("demo", "quick", "efficientnet_lite0", 1, "", None, "one_cycle", True, 128, 32, 0.2,
                          "default", api_name="/train")
     assert "Done" in out[0] and "validation accuracy" in out[0]
     models = list_models("demo")
@@ -60,6 +59,6 @@ def test_predict_bad_inputs_are_clear_messages(client, trained, tmp_path):
 def test_training_an_empty_dataset_is_a_clear_message(client):
     Store.open("nothing", create=True)
     with pytest.raises(AppError) as e:
-        client.predict("nothing", "quick", "efficientnet_lite0", 1, None, None, "one_cycle", True, 128, 32, 0.2,
+        client.predict("nothing", "quick", "efficientnet_lite0", 1, "", None, "one_cycle", True, 128, 32, 0.2,
                        "default", api_name="/train")
     assert "Traceback" not in str(e.value) and "nothing" in str(e.value)

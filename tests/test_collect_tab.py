@@ -3,7 +3,6 @@
 import pytest
 
 import fake_search
-from app_fixtures import app_url, client  # noqa: F401 - fixtures
 from dragonclf.store import Store
 from httpserver import LoopbackServer, real_photos
 

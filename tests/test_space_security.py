@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from app_fixtures import app_url, client, free_port  # noqa: F401 - fixtures
+from app_fixtures import free_port
 from conftest import REPO
 from dragonclf.store import Store
 

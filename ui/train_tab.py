@@ -29,10 +29,23 @@ def _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative,
             augment) -> dict:
     kw = dict(valid_share=float(valid_share), size=int(size) if size else None)
     if mode == "finetune":
-        kw.update(epochs=int(epochs), lr=float(lr) if lr else None,
+        kw.update(epochs=int(epochs), lr=_learning_rate(lr),
                   freeze_epochs=int(freeze_epochs) if freeze_epochs not in (None, "") else None,
                   schedule=schedule, discriminative=bool(discriminative), batch_size=int(batch_size), augment=augment)
     return kw
+
+
+def _learning_rate(text) -> float | None:
+    text = str(text or "").strip()
+    if not text or text.lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise gr.Error(f"Learning rate {text!r} is not a number (e.g. 1e-3), or leave it empty.") from None
+    if not 0 < value < 10:
+        raise gr.Error("The learning rate must be between 0 and 10 (typical: 1e-4 to 1e-2).")
+    return value
 
 
 @gen_errors
@@ -99,7 +112,7 @@ def stop(cancel):
 def find_lr(name, backbone, size, batch_size, augment, valid_share):
     fig, suggestion = train.lr_find(Store.open(name), backbone, dataset=name, size=int(size) if size else None,
                                     batch_size=int(batch_size), augment=augment, valid_share=float(valid_share))
-    return fig, float(f"{suggestion:.2e}")
+    return fig, f"{suggestion:.2e}"
 
 
 @ui_errors
@@ -118,7 +131,7 @@ def build(bar) -> None:
                                    elem_id="train-backbone")
             with gr.Row():
                 epochs = gr.Number(3, label="Epochs", precision=0, minimum=1, maximum=100, elem_id="train-epochs")
-                lr = gr.Number(None, label="Learning rate (empty: default)", elem_id="train-lr")
+                lr = gr.Textbox("", label="Learning rate", placeholder="auto", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
                 freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0)
                 schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
