@@ -28,7 +28,7 @@ from dragonclf.search import SearchResult  # noqa: E402
 from dragonclf.store import Store  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-QUICK = FetchConfig(deadline=1.5, read_timeout=1.0, connect_timeout=1.0, retries=1, backoff=0.05)
+QUICK = FetchConfig(deadline=2.0, read_timeout=2.0, connect_timeout=2.0, retries=1, backoff=0.05)
 
 
 @pytest.fixture

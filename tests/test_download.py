@@ -19,7 +19,7 @@ from dragonclf import download  # noqa: E402
 from dragonclf.download import Fetcher, FetchConfig, normalise_url  # noqa: E402
 from dragonclf.errors import Refused  # noqa: E402
 
-FAST = FetchConfig(deadline=2.0, read_timeout=1.0, connect_timeout=1.0, backoff=0.05, allow_private=True)
+FAST = FetchConfig(deadline=3.0, read_timeout=2.0, connect_timeout=2.0, backoff=0.05, allow_private=True)
 
 
 @pytest.fixture
