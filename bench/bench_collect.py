@@ -12,16 +12,18 @@ get the same URLs in the same order:
 
 It prints usable images per second for each, the ratio, and how many bad files
 each left in the folder one would train from: files that came from a bad URL,
-or that do not decode fully. Run:  .venv/bin/python bench/bench_collect.py
+or that do not decode fully. Run:  .venv/bin/python bench/bench_collect.py [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,11 +115,12 @@ def run_fastai(urls, work: Path) -> dict:
 
     raw, out = work / "fastai-raw", work / "fastai"
     t = time.perf_counter()
-    download_images(raw, urls=urls, n_workers=8, preserve_filename=True)
-    failed = verify_images(get_image_files(raw))
-    for f in failed:
-        f.unlink()
-    resize_images(raw, max_size=512, dest=out)
+    with contextlib.redirect_stdout(io.StringIO()):  # fastprogress bars from its parallel workers
+        download_images(raw, urls=urls, n_workers=8, preserve_filename=True)
+        failed = verify_images(get_image_files(raw))
+        for f in failed:
+            f.unlink()
+        resize_images(raw, max_size=512, dest=out)
     seconds = time.perf_counter() - t
     bad_stems = {Path(u).stem for u in urls if "/bad/" in u}
     kept = [f for f in out.rglob("*") if f.is_file()]
@@ -127,13 +130,13 @@ def run_fastai(urls, work: Path) -> dict:
             "part_files_left": leftovers}
 
 
-def run_ours(urls, work: Path) -> dict:
+def run_ours(urls, work: Path, n: int = 0) -> dict:
     os.environ["DRAGONCLF_HOME"] = str(work / "home")
     from dragonclf.collect import collect
     from dragonclf.download import FetchConfig
     from dragonclf.store import Store
 
-    store = Store.open("bench", create=True)
+    store = Store.open(f"bench{n}", create=True)
     t = time.perf_counter()
     report = collect(store, "photos", urls=urls, max_images=None, cfg=FetchConfig(allow_private=True))
     seconds = time.perf_counter() - t
@@ -149,6 +152,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=("fastai", "ours"), help="run one side only")
+    ap.add_argument("--repeat", type=int, default=1, help="runs (fresh folders each time); prints the median")
     args = ap.parse_args()
     if args.serve:
         serve()
@@ -162,20 +166,29 @@ def main() -> int:
                 for i, path in enumerate(hello["paths"])]
         print(f"{N_GOOD} good + {len(urls) - N_GOOD} bad URLs on {len(HOSTS)} loopback hosts, "
               f"{LATENCY * 1000:.0f} ms latency per response, {os.cpu_count()} CPUs")
-        results = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            if args.only in (None, "fastai"):
-                results["fastai"] = run_fastai(urls, Path(tmp))
-            if args.only in (None, "ours"):
-                results["dragonclf"] = run_ours(urls, Path(tmp))
-        for name, r in results.items():
-            r["images_per_s"] = r["usable"] / r["seconds"]
-            print(f"{name:10s} {r['usable']:4d} usable in {r['seconds']:6.2f} s = {r['images_per_s']:6.1f} img/s, "
-                  f"bad files left: {r['bad_files']}  {json.dumps({k: v for k, v in r.items() if k not in ('seconds', 'usable', 'bad_files', 'images_per_s')})}")
-        if len(results) == 2:
-            ratio = results["dragonclf"]["images_per_s"] / results["fastai"]["images_per_s"]
-            print(f"ratio: {ratio:.2f}x fastai")
-        print(json.dumps(results, default=str))
+        runs = []
+        for n in range(args.repeat):
+            results = {}
+            with tempfile.TemporaryDirectory() as tmp:  # a fresh folder and store for every run
+                if args.only in (None, "fastai"):
+                    results["fastai"] = run_fastai(urls, Path(tmp))
+                if args.only in (None, "ours"):
+                    results["dragonclf"] = run_ours(urls, Path(tmp), n)
+            print(f"run {n + 1}/{args.repeat} (load average {os.getloadavg()[0]:.1f})")
+            for name, r in results.items():
+                r["images_per_s"] = r["usable"] / r["seconds"]
+                extra = {k: v for k, v in r.items() if k not in ("seconds", "usable", "bad_files", "images_per_s")}
+                print(f"  {name:10s} {r['usable']:4d} usable in {r['seconds']:6.2f} s = {r['images_per_s']:6.1f} img/s, "
+                      f"bad files left: {r['bad_files']}  {json.dumps(extra)}")
+            if len(results) == 2:
+                results["ratio"] = results["dragonclf"]["images_per_s"] / results["fastai"]["images_per_s"]
+                print(f"  ratio: {results['ratio']:.2f}x fastai")
+            runs.append(results)
+        if len(runs) > 1 and all("ratio" in r for r in runs):
+            med = statistics.median
+            print(f"median of {len(runs)}: fastai {med(r['fastai']['images_per_s'] for r in runs):.1f} img/s, "
+                  f"dragonclf {med(r['dragonclf']['images_per_s'] for r in runs):.1f} img/s, "
+                  f"ratio {med(r['ratio'] for r in runs):.2f}x")
     finally:
         server.stdin.close()
         server.wait(timeout=10)
