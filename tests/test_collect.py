@@ -285,3 +285,24 @@ def test_collect_classes_reports_per_class_with_overall_progress(server, allow_l
     assert items.count(("tower", "added")) == 3
     with pytest.raises(DragonError):
         collect_classes(store, [], per_class=3, engine=engine)
+
+
+def test_ctrl_c_stops_cleanly_without_a_traceback(home, tmp_path):
+    with LoopbackServer(latency=0.2) as server:
+        urls = [server.add_file(f"/i{i}.webp", f) for i, f in enumerate(real_photos()[:60])]
+        urls.append(server.add_trickle("/forever.jpg"))
+        listing = tmp_path / "urls.txt"
+        listing.write_text("\n".join(urls))
+        proc = run_cli(home, "collect", "--dataset", "c", "--label", "ctrl", "--urls", str(listing))
+        folder = home / "datasets" / "c" / "ctrl"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(folder.glob("*.jpg"))) < 5:
+            time.sleep(0.05)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - t < 5  # in-flight downloads (the trickle too) are cut at once
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+        store = Store.open("c")
+        assert 5 <= len(store.images(label="ctrl")) < 60
+        assert_consistent(store)
