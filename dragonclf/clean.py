@@ -135,6 +135,22 @@ def neighbour_probs(X: np.ndarray, given: list[str], labels: list[str], k: int =
     return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-300)
 
 
+def combine_with_neighbours(model_probs: np.ndarray, X: np.ndarray, given: list[str], labels: list[str],
+                            k: int = 10) -> np.ndarray:
+    """Average model probabilities with neighbour votes, in two passes.
+
+    Mislabelled photos are often alike (one wrong search result, five
+    times): a correct photo whose nearest neighbours were all mislabelled
+    would be outvoted by them. So the first pass finds the confident label
+    issues, and the second pass lets neighbours vote with those corrected.
+    """
+    idx = np.array([labels.index(g) for g in given])
+    first = 0.5 * model_probs + 0.5 * neighbour_probs(X, given, labels, k)
+    issues = find_label_issues(first, idx)
+    corrected = [labels[issues.suggested[i]] if issues.flagged[i] else g for i, g in enumerate(given)]
+    return 0.5 * model_probs + 0.5 * neighbour_probs(X, corrected, labels, k)
+
+
 def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds: int = 5, repeats: int = 2,
                 neighbours: int = 10, progress=None, cancel=None):
     """Probabilities from models that never saw each image's label: linear heads (k-fold,
@@ -161,7 +177,7 @@ def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds:
         if [it.id for it in items] != oof.ids:
             raise DragonError("The dataset changed during the suspects pass; run it again.")
         X = embed(items, backbone)  # cached by now: no new forward passes
-        oof.probs = 0.5 * oof.probs + 0.5 * neighbour_probs(X, oof.given, oof.labels, neighbours)
+        oof.probs = combine_with_neighbours(oof.probs, X, oof.given, oof.labels, neighbours)
     return oof
 
 
@@ -181,16 +197,18 @@ def mislabel_suspects(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, 
     rows = {r.id: r for r in store.images()}
     out = []
     for i in ranking(issues):
-        if not (issues.flagged[i] or include_unflagged):
+        # the rule's issues first; then images whose model prefers another label all the same
+        if not (issues.flagged[i] or issues.score[i] > 0 or include_unflagged):
             break
         row = rows.get(oof.ids[i])
         if row is None or row.kept:
             continue
         s = oof.labels[issues.suggested[i]]
         p_s, p_g = oof.probs[i, issues.suggested[i]], oof.probs[i, given[i]]
-        action = "relabel" if p_s >= 0.5 else "review"  # unsure between several: maybe it belongs to none
-        reason = (f"a model that never saw it says {s!r} ({p_s:.0%}), {row.label!r} only {p_g:.0%} "
-                  f"(class threshold {issues.thresholds[given[i]]:.0%})")
+        # unsure between several labels, or not a confident issue: a person should look
+        action = "relabel" if issues.flagged[i] and p_s >= 0.5 else "review"
+        reason = (f"models that never saw its label say {s!r} ({p_s:.0%}), {row.label!r} only {p_g:.0%} "
+                  f"(typical for {row.label!r}: {issues.thresholds[given[i]]:.0%})")
         out.append(_suspect(row, "mislabel", issues.score[i], reason, action, s))
     return out, snapshot_from(oof)
 
