@@ -35,7 +35,7 @@ def gradio_images() -> list[Path]:
 
 
 class LoopbackServer:
-    def __init__(self, host: str = "127.0.0.1", latency: float = 0.0):
+    def __init__(self, host: str = "127.0.0.1", latency: float = 0.0, tls: tuple[str, str] | None = None):
         self.latency = latency  # added before every response, like a far-away server
         self.routes: dict[str, callable] = {}
         self.hits: collections.Counter[str] = collections.Counter()
@@ -75,12 +75,20 @@ class LoopbackServer:
 
         self.httpd = Server((host, 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls:  # (certfile, keyfile): serve HTTPS
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.host, self.port = self.httpd.server_address[:2]
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def close(self):
         self.stopping.set()

@@ -271,6 +271,42 @@ def test_unknown_host_is_a_dns_refusal(monkeypatch, loopback_only):
     assert fetch("http://no-such-host.example/a.jpg", STRICT).reason == "dns-failed"
 
 
+# --------------------------------------------------------------------------- HTTPS
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    """A self-signed certificate for images.test (made with the openssl command)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not available")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=images.test",
+                    "-addext", "subjectAltName=DNS:images.test", "-keyout", d / "key.pem", "-out", d / "cert.pem"],
+                   check=True, capture_output=True)
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+def test_https_checks_the_certificate_and_host_name_while_connecting_to_the_checked_ip(monkeypatch, loopback_only,
+                                                                                        cert):
+    import ssl
+
+    with LoopbackServer(tls=cert) as server:
+        server.add_file("/a.webp", real_photos()[0])
+        fake_dns(monkeypatch, {"images.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
+        trusting = ssl.create_default_context(cafile=cert[0])
+        with Fetcher(FAST, tls=trusting) as f:
+            good = f.fetch(f"https://images.test:{server.port}/a.webp")
+            wrong_name = f.fetch(f"https://other.test:{server.port}/a.webp")
+        untrusted = fetch(f"https://images.test:{server.port}/a.webp")  # default context: not our CA
+    assert good.ok and good.data == real_photos()[0].read_bytes()
+    assert wrong_name.reason == "tls-error" and "other.test" in wrong_name.detail
+    assert untrusted.reason == "tls-error"
+    assert {a[0] for a in loopback_only} == {"127.0.0.1"}
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
