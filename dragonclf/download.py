@@ -50,7 +50,7 @@ class FetchConfig:
     max_bytes: int = 20 * 1024 * 1024  # body cap, enforced while streaming
     max_redirects: int = 5  # hops followed before "too-many-redirects"
     retries: int = 2  # extra attempts after a transient failure (reset, 5xx, 429)
-    backoff: float = 0.25  # first retry waits this long, then doubles
+    backoff: float = 0.1  # first retry waits this long, then doubles (urllib3-style); Retry-After wins
     allow_private: bool | None = None  # None: read config.allow_private_urls()
 
 
