@@ -68,13 +68,15 @@ class CollectReport:
     seconds: float = 0.0
     searched: list[str] = field(default_factory=list)  # queries sent to the engine
     cached: list[str] = field(default_factory=list)  # queries answered from the cache
+    notes: list[str] = field(default_factory=list)  # e.g. a search given up after others had results
     items: list[CollectItem] = field(default_factory=list)
 
     def as_dict(self, items: bool = False) -> dict:
-        """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`)."""
+        """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`, `notes`)."""
         d = {"stored": self.stored, "duplicates": self.duplicates, "conflicts": self.conflicts,
              "refused": dict(sorted(self.refused.items())), "seconds": round(self.seconds, 2),
-             "skipped": self.skipped, "unfinished": self.unfinished, "cancelled": self.cancelled}
+             "skipped": self.skipped, "unfinished": self.unfinished, "cancelled": self.cancelled,
+             "notes": list(self.notes)}
         if items:
             d["items"] = [asdict(i) for i in self.items]
         return d
@@ -83,13 +85,14 @@ class CollectReport:
 def combine(reports: list[CollectReport]) -> dict:
     """One summary over several classes (the UI's refusal table)."""
     total = {"stored": 0, "duplicates": 0, "conflicts": 0, "refused": Counter(), "seconds": 0.0,
-             "skipped": 0, "unfinished": 0, "cancelled": False}
+             "skipped": 0, "unfinished": 0, "cancelled": False, "notes": []}
     for r in reports:
         d = r.as_dict()
         for k in ("stored", "duplicates", "conflicts", "skipped", "unfinished", "seconds"):
             total[k] += d[k]
         total["refused"].update(d["refused"])
         total["cancelled"] |= d["cancelled"]
+        total["notes"] += [f"{r.label}: {n}" for n in d["notes"]]
     total["refused"] = dict(sorted(total["refused"].items()))
     total["seconds"] = round(total["seconds"], 2)
     return total
@@ -140,7 +143,7 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
         # Headroom: on the open web a good share of results are dead links or not images.
         outcome = search_images(qs, max_results=math.ceil(want * 1.5) + 10, filters=filters, engine=engine,
                                 progress=lambda f, m: progress(0.05 * f, m))
-        report.searched, report.cached = outcome.searched, outcome.cached
+        report.searched, report.cached, report.notes = outcome.searched, outcome.cached, list(outcome.errors)
         raw = [(r.image_url, r) for r in outcome.results]
 
     candidates = _candidates(raw, report, finish)

@@ -238,6 +238,7 @@ class SearchOutcome:
     searched: list[str] = field(default_factory=list)  # queries that went to the engine
     cached: list[str] = field(default_factory=list)  # queries answered from the cache
     empty: list[str] = field(default_factory=list)  # queries with no results at all
+    errors: list[str] = field(default_factory=list)  # why later queries were given up (results kept)
 
 
 def search_images(queries: list[str], max_results: int, filters: Filters | dict | None = None,
@@ -261,7 +262,14 @@ def search_images(queries: list[str], max_results: int, filters: Filters | dict 
         if found is not None:
             out.cached.append(q)
         else:
-            found = engine.images(q, max_results=max_results, filters=filters)
+            try:
+                found = engine.images(q, max_results=max_results, filters=filters)
+            except DragonError as e:
+                if not out.results:
+                    raise
+                # Keep what earlier queries found; asking a refusing engine again only prolongs a lock-out.
+                out.errors.append(str(e))
+                break
             out.searched.append(q)
             _write_cache(engine.name, q, filters, max_results, found)
         if not found:

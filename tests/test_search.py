@@ -187,3 +187,20 @@ def test_queries_are_spaced_out(fake_ddgs):
     e.images("a", max_results=10, filters=Filters())
     e.images("b", max_results=10, filters=Filters())
     assert len(sleeps) == 3 and all(0 < s <= 5 for s in sleeps)
+
+
+def test_a_refused_later_query_keeps_earlier_results_and_stops_searching():
+    class Refusing(FakeEngine):
+        def images(self, query, *, max_results, filters):
+            if self.calls:
+                self.calls.append((query, max_results, filters))
+                raise DragonError("DuckDuckGo is refusing searches from this machine for now (rate limit)")
+            return super().images(query, max_results=max_results, filters=filters)
+
+    e = Refusing(per_query=3)
+    out = search_images(["a", "b", "c"], 10, engine=e)
+    assert len(out.results) == 3 and len(e.calls) == 2 and "rate limit" in out.errors[0]
+    locked_out = Refusing()
+    locked_out.calls.append("an earlier search")
+    with pytest.raises(DragonError, match="rate limit"):
+        search_images(["d"], 10, engine=locked_out)  # refused before any result: the collection cannot start

@@ -78,4 +78,5 @@ def _summary(report) -> str:
              f"refused: {refused}"]
     if report.cached:
         lines.append(f"searches answered from the cache: {', '.join(report.cached)}")
+    lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
