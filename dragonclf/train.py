@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dragonclf import backbones, items as items_mod, modelstore
+from dragonclf import backbones, distributed, items as items_mod, modelstore
 from dragonclf.errors import DragonError
 from dragonclf.features import Cancelled, _report
 from dragonclf.items import Item
@@ -255,17 +255,23 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
             from dragonclf import features
 
             _report(progress, 0.0, "Fitting the starting head on cached embeddings")
-            X = features.embed([it for it in items if it.split == "train"], backbone, size=size, cancel=cancel)
-            y = [it.label for it in items if it.split == "train"]
-            warm_head = features.fit_head(X, y, labels)
+            if distributed.active():  # all ranks embed a share; rank 0 alone writes the cache and fits
+                warm_head = distributed.warm_head([it for it in items if it.split == "train"], labels, backbone,
+                                                  size, cancel)
+            else:
+                X = features.embed([it for it in items if it.split == "train"], backbone, size=size, cancel=cancel)
+                y = [it.label for it in items if it.split == "train"]
+                warm_head = features.fit_head(X, y, labels)
         if freeze_epochs is None:
             freeze_epochs = 0 if (warm_head is not None or not b.pretrained) else 1
         if not b.pretrained:
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
         learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+        distributed.attach(learn)  # data-parallel under `accelerate launch`; a no-op in one process
         total_epochs = freeze_epochs + epochs
-        per_epoch = len(learn.dls.train) + len(learn.dls.valid)
+        # Under a launcher each process runs its share of the batches.
+        per_epoch = -(-(len(learn.dls.train) + len(learn.dls.valid)) // distributed.world_size())
         state = {"done": 0, "total": max(1, per_epoch * total_epochs), "epoch": 0, "epochs": total_epochs,
                  "history": [], "snapshot": None, "phase": "frozen"}
         cbs = [_report_callback_class()(state, progress, on_epoch, cancel)]
@@ -316,6 +322,7 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
         metrics = metrics_from_probs(actual, probs.float().numpy(), labels)
     else:
         metrics = metrics_from_probs([], np.zeros((0, len(labels))), labels)
+    distributed.detach(learn)  # its callback holds an Accelerator: never pickle it into export.pkl
     mode = "finetune" if b.pretrained else "scratch"
     result = TrainResult(None, name, backbone, mode, metrics, history, warnings=warnings, stopped_early=stopped)
     if not save:

@@ -18,7 +18,7 @@ from dragonclf.errors import DragonError
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-AREAS = ("data", "collect", "train", "clean")
+AREAS = ("data", "collect", "train", "clean", "distributed")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -67,11 +67,17 @@ def _stderr_progress(quiet: bool):
 
 
 def cmd_train(a) -> int:
+    from dragonclf import distributed
     from dragonclf.store import Store
     from dragonclf.train import train
 
-    store = Store.open(a.dataset)
-    kw = dict(progress=_stderr_progress(a.quiet), valid_share=a.valid_share)
+    if distributed.active():  # under `accelerate launch`: only rank 0 opens the store; the rest get its items
+        store = distributed.dataset_items(a.dataset, a.valid_share, a.backbone)
+        train = distributed.train
+    else:
+        store = Store.open(a.dataset)
+    kw = dict(progress=_stderr_progress(a.quiet or not distributed.is_main()), valid_share=a.valid_share,
+              dataset=a.dataset)
     if a.mode == "finetune":
         kw.update(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr, freeze_epochs=a.freeze_epochs,
                   schedule=a.schedule, augment=a.augment)
@@ -82,7 +88,8 @@ def cmd_train(a) -> int:
            "accuracy": r.metrics["accuracy"], "per_class": r.metrics["per_class"], "seconds": round(r.seconds, 2)}
     if r.warnings:
         out["warnings"] = r.warnings
-    emit(out, a.json)
+    if distributed.is_main():  # one answer per run, not one per process
+        emit(out, a.json)
     return 0
 
 
