@@ -84,7 +84,7 @@ def test_out_of_fold_probs_flag_swapped_labels(ml_home):
     tool = next(i for i, it in enumerate(items) if it.label == "tools")
     items[fish] = Item(items[fish].id, items[fish].path, "tools", items[fish].sha256, items[fish].split)
     items[tool] = Item(items[tool].id, items[tool].path, "fishes", items[tool].sha256, items[tool].split)
-    oof = features.out_of_fold_probs(items, k=5)
+    oof = features.out_of_fold_probs(items, k=5, size=128)
     assert oof.probs.shape == (len(items), 4) and oof.ids == [it.id for it in items]
     np.testing.assert_allclose(oof.probs.sum(1), 1, atol=1e-5)
     p_given = oof.probs[np.arange(len(items)), [oof.labels.index(g) for g in oof.given]]
@@ -95,7 +95,7 @@ def test_out_of_fold_probs_flag_swapped_labels(ml_home):
 
 def test_out_of_fold_works_with_a_tiny_label(ml_home):
     items = photo_items(per_label=8, labels=["fishes", "tools"]) + photo_items(per_label=1, labels=["monuments"])
-    oof = features.out_of_fold_probs(items, k=5)
+    oof = features.out_of_fold_probs(items, k=5, size=SIZE)
     assert oof.probs.shape == (len(items), 3)
 
 
