@@ -8,6 +8,7 @@ answers a single image several times faster than fastai's `learn.predict`.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,26 @@ def _providers(ort) -> list[str]:
 def predict(model, sources, dataset: str | None = None) -> list[dict]:
     """One-call convenience: load the model and predict files."""
     return Predictor(model, dataset).predict_paths(sources)
+
+
+_cache: dict[tuple[str, str | None], tuple[float, Predictor]] = {}
+_cache_lock = threading.Lock()
+
+
+def load_predictor(model, dataset: str | None = None) -> Predictor:
+    """A Predictor reused across calls (the app predicts many times with one model).
+
+    Reloaded when model.json or model.onnx changes on disk.
+    """
+    folder = modelstore.resolve(model, dataset)
+    try:
+        stamp = max((folder / f).stat().st_mtime for f in ("model.json", "model.onnx"))
+    except FileNotFoundError:
+        return Predictor(folder, dataset)  # raises the clear error for the missing file
+    key = (str(folder), dataset)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = (stamp, Predictor(folder, dataset))
+            _cache[key] = hit
+        return hit[1]

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     b = backbones.get_backbone(backbone)
     size = size or b.size
     main = is_main_process()
-    lock = modelstore.training_lock(name) if (save and main) else _no_lock()
+    lock = modelstore.training_lock(name) if (save and main) else nullcontext()
     with lock:
         set_seed(seed)
         warm_head = None
@@ -300,14 +301,6 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
     result.seconds = time.perf_counter() - t0
     return result
-
-
-class _no_lock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _finish(learn, name, items, labels, backbone, size, history, stopped, warnings, params, save, progress):

@@ -141,3 +141,15 @@ def test_a_model_from_another_dataset_is_refused(quick):
     assert Predictor(quick, dataset="photos").labels
     with pytest.raises(DragonError, match="trained on dataset 'photos', not 'dragons'"):
         Predictor(quick, dataset="dragons")
+
+
+def test_load_predictor_reuses_and_reloads_on_change(quick):
+    import os
+
+    from dragonclf.predict import load_predictor
+
+    a = load_predictor(quick)
+    assert load_predictor(quick) is a
+    st = (quick / "model.json").stat()
+    os.utime(quick / "model.json", (st.st_atime, st.st_mtime + 5))
+    assert load_predictor(quick) is not a
