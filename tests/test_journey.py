@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -138,5 +139,27 @@ def test_the_whole_journey(browser_page, app_url, web, photo_files):
 
 
 def clean_journey(page, planted_id: str) -> None:
-    """Filled in with the Clean tab: relabel the planted photo by keyboard, undo, redo."""
-    raise NotImplementedError
+    """The planted tool photo tops the mislabel queue; '2' relabels it to tool, u undoes, U redoes."""
+    store = Store.open("dragons")
+    digit = str([lab.display for lab in store.labels()].index("tool") + 1)
+    open_tab(page, "Clean")
+    page.click("#clean-find")
+    page.wait_for_selector(f"#clean-card:has-text('{planted_id}')", timeout=120_000)
+    page.click("#clean-summary")  # focus the page, not an input, so keys reach the shortcuts
+
+    def label_becomes(want):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if Store.open("dragons").image(planted_id).label == want:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{planted_id} is {Store.open('dragons').image(planted_id).label}, not {want}")
+
+    page.keyboard.press(digit)
+    label_becomes("tool")
+    page.wait_for_selector("#clean-message:has-text('relabelled')")
+    page.keyboard.press("u")
+    label_becomes("fish")
+    page.keyboard.press("Shift+U")
+    label_becomes("tool")
+    assert Store.open("dragons").image(planted_id).path.parent.name == "tool"
