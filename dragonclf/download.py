@@ -254,7 +254,7 @@ def _refuse_head(head: bytes, content_type: str) -> None:
         return
     text = head.lstrip()[:256].lower()
     if b"<svg" in text or "svg" in content_type:
-        raise _Refusal("svg", "SVG is a drawing program, not a photo")
+        raise _Refusal("svg", "SVG is a vector drawing, not a photo")
     what = "HTML" if (b"<html" in text or b"<!doctype" in text) else "not a known image format"
     raise _Refusal("not-an-image", f"body is {what} (content type {content_type or 'missing'})")
 
@@ -272,7 +272,10 @@ class Fetcher:
         self.allow_private = config.allow_private_urls() if cfg.allow_private is None else cfg.allow_private
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="dragonclf-fetch")
         # getaddrinfo cannot be interrupted, so it runs here and we stop waiting at the deadline.
-        self._resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dragonclf-dns")
+        self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dragonclf-dns")
+        # Answers are kept for this fetcher's life: search results repeat hosts, and we always
+        # connect to the answer we checked, so reusing it opens no rebinding hole.
+        self._dns: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
         self._watchdog = _Watchdog(self.cancel)
@@ -373,15 +376,18 @@ class Fetcher:
             return self._hosts[host]
 
     def _addresses(self, host: str, port: int, deadline: float) -> list[tuple[int, str]]:
-        future = self._resolver.submit(_resolve, host, port)
-        try:
-            addrs = future.result(timeout=max(0.01, min(self.cfg.connect_timeout, deadline - time.monotonic())))
-        except TimeoutError:
-            raise _Refusal("dns-timeout", f"no DNS answer for {host}") from None
-        except (socket.gaierror, UnicodeError, OSError) as e:
-            raise _Refusal("dns-failed", f"cannot resolve {host}: {e}") from None
-        if not addrs:
-            raise _Refusal("dns-failed", f"no address for {host}")
+        addrs = self._dns.get((host, port))
+        if addrs is None:
+            future = self._resolver.submit(_resolve, host, port)
+            try:
+                addrs = future.result(timeout=max(0.01, min(self.cfg.connect_timeout, deadline - time.monotonic())))
+            except TimeoutError:
+                raise _Refusal("dns-timeout", f"no DNS answer for {host}") from None
+            except (socket.gaierror, UnicodeError, OSError) as e:
+                raise _Refusal("dns-failed", f"cannot resolve {host}: {e}") from None
+            if not addrs:
+                raise _Refusal("dns-failed", f"no address for {host}")
+            self._dns[(host, port)] = addrs
         if not self.allow_private:
             bad = [ip for _f, ip in addrs if not is_public_address(ip)]
             if bad:  # any bad answer is refused: mixing good and bad answers is a rebinding trick
