@@ -155,3 +155,24 @@ def test_distributed_embed_matches_a_single_process_and_only_rank_0_writes(demo_
         want = fresh(x).numpy()
     got = np.stack([cached[it.sha256] for it in some])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_training_data_is_read_from_disk_batch_by_batch(demo_home):
+    """Datasets larger than memory: building the DataLoaders decodes nothing; a batch opens its own files."""
+    from dragonclf import items as items_mod
+    from dragonclf.train import make_dls
+
+    opened = []
+
+    def watch(event, args):
+        if event == "open" and str(args[0]).endswith(".jpg"):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(watch)  # audit hooks cannot be removed; this one only appends to a list
+    _, items = items_mod.collect(Store.open("demo"))
+    opened.clear()
+    dls = make_dls(items, items_mod.label_order(items), SIZE, 16)
+    at_build = len(opened)  # fastai peeks at one item per split to set itself up
+    xb, _ = dls.train.one_batch()
+    assert at_build <= 2
+    assert len(opened) - at_build == len(xb) == 16
