@@ -34,6 +34,7 @@ class ImportReport:
     conflicts: int = 0
     rejected: Counter = field(default_factory=Counter)
     items: list[dict] = field(default_factory=list)  # one per file: source, label, outcome, reason
+    ignored: list[str] = field(default_factory=list)  # documentation beside the images (README, manifest.csv)
 
     def count(self, source: str, label: str | None, res: IngestResult) -> None:
         if res.outcome == "added":
@@ -58,6 +59,8 @@ class ImportReport:
         parts = [f"{self.added} added", f"{self.duplicates} duplicates", f"{self.conflicts} label conflicts"]
         if self.rejected:
             parts.append("refused: " + ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items())))
+        if self.ignored:
+            parts.append(f"not images, left out: {', '.join(self.ignored)}")
         return "; ".join(parts)
 
 
@@ -205,8 +208,17 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
             entries.append((info, parts))
         # A zip of a single folder that holds the label folders: look inside it.
         tops = {parts[0] for _, parts in entries if len(parts) > 1}
-        if not label and len(tops) == 1 and all(len(p) >= 3 for _, p in entries):
-            entries = [(i, p[1:]) for i, p in entries]
+        if not label and len(tops) == 1 and all(len(p) >= 3 or _is_doc(p[-1]) for _, p in entries if len(p) > 1):
+            entries = [(i, p[1:]) for i, p in entries if len(p) > 1]
+        # Our own dataset export: manifest.csv carries each image's provenance; keep it.
+        provenance = _manifest_provenance(zf, entries, cfg)
+        kept = []
+        for info, parts in entries:
+            if len(parts) == 1 and _is_doc(parts[0]):
+                report.ignored.append(parts[0])
+            else:
+                kept.append((info, parts))
+        entries = kept
         for n, (info, parts) in enumerate(entries):
             if cancel is not None and cancel.is_set():
                 break
@@ -229,11 +241,36 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
             with zf.open(info) as f:
                 data = f.read(cfg.max_bytes + 1)  # never trust the declared size alone
             lab = _label_for(store, name)
-            res = store.ingest(data, lab.display, {"origin": "import", "source": source}, cfg)
+            prov = provenance.get("/".join(parts)) or {"origin": "import", "source": source}
+            res = store.ingest(data, lab.display, prov, cfg)
             report.count(source, lab.display, res)
             if progress:
                 progress((n + 1) / len(entries), f"{n + 1}/{len(entries)} entries: {report.summary()}")
     return report
+
+
+def _is_doc(name: str) -> bool:
+    return name.lower() in ("manifest.csv", "readme.md", "readme", "readme.txt", "attribution.md", "license",
+                            "license.txt")
+
+
+def _manifest_provenance(zf: zipfile.ZipFile, entries, cfg: IngestConfig) -> dict[str, dict]:
+    """path -> provenance from a top-level manifest.csv (written by our dataset export)."""
+    import csv
+    import io
+
+    from dragonclf.store import PROVENANCE_KEYS
+
+    info = next((i for i, parts in entries if parts == ("manifest.csv",)), None)
+    if info is None:
+        return {}
+    with zf.open(info) as f:
+        text = f.read(cfg.max_bytes).decode("utf-8", errors="replace")
+    out = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        if row.get("path"):
+            out[row["path"]] = {k: row.get(k) or None for k in PROVENANCE_KEYS}
+    return out
 
 
 def adopt_file(store: Store, path: Path, lab: Label, cfg: IngestConfig = IngestConfig()) -> IngestResult:

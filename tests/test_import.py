@@ -130,3 +130,18 @@ def test_cli_errors_are_one_line_without_traceback(home):
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--dataset" in out.stderr
     out = run_cli("import", "/does/not/exist", "--dataset", "x", home=home)
     assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_an_exported_dataset_zip_imports_back_with_its_provenance(photo_files, tmp_path):
+    from dragonclf.dataset_export import export_dataset
+
+    src = Store.open("origin", create=True)
+    for f in photo_files["fishes"][:3]:
+        src.add_label("fish")
+        src.ingest(f.read_bytes(), "fish", {"origin": "url", "source": f"http://x/{f.name}", "license": "Public"})
+    exported = export_dataset(src, tmp_path / "origin.zip")
+    dest = Store.open("copy", create=True)
+    report = import_path(dest, exported)
+    assert report.added == 3 and not report.rejected and "manifest.csv" in report.ignored
+    assert {r.source for r in dest.images()} == {r.source for r in src.images()}
+    assert {r.license for r in dest.images()} == {"Public"}
