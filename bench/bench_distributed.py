@@ -69,8 +69,10 @@ def worker(a) -> int:
 
 # ---- the driver --------------------------------------------------------------
 
-def _launch(procs: int, args: list[str], home: Path) -> None:
+def _launch(procs: int, args: list[str], home: Path, threads: int | None = None):
     env = dict(os.environ, DRAGONCLF_HOME=str(home), MASTER_ADDR="127.0.0.1")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if procs == 1:
         cmd = [sys.executable, *args]
     else:
@@ -108,14 +110,14 @@ def bench_embed(procs: int, size: int, weights: Path) -> dict:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def bench_train(procs: int, a, weights: Path, seed: int) -> dict:
+def bench_train(procs: int, a, weights: Path, seed: int, threads: int | None = None) -> dict:
     home = fresh_home(weights)
     out = home / "result.jsonl"
     try:
         # Same global batch for every process count, so the runs are the same training.
         _launch(procs, [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--epochs", str(a.epochs),
                         "--size", str(a.size), "--batch-size", str(a.batch // procs), "--lr", str(a.lr),
-                        "--seed", str(seed), "--backbone", a.backbone], home)
+                        "--seed", str(seed), "--backbone", a.backbone], home, threads)
         return json.loads(out.read_text().splitlines()[-1])
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -188,9 +190,10 @@ def main() -> int:
         shutil.copy(f, weights / f.name)
     trains, embeds = [], []
     for seed in a.seeds:
-        for procs in (1, a.procs):
+        # 1 process with its default threads, 1 process with 1 thread (what each of N processes gets), N processes.
+        for procs, threads in ((1, None), (1, 1), (a.procs, None)):
             load = os.getloadavg()[0]  # the cores are shared: say how busy they were
-            t = bench_train(procs, a, weights, seed)
+            t = bench_train(procs, a, weights, seed, threads)
             t["seed"], t["load"] = seed, load
             trains.append(t)
             print(json.dumps({k: v for k, v in t.items() if k != "history"}), flush=True)
