@@ -56,4 +56,4 @@ def launch_options() -> dict:
 
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=1).launch(**launch_options())
+    demo.queue(default_concurrency_limit=4).launch(**launch_options())

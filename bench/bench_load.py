@@ -58,7 +58,7 @@ def main() -> None:
     expected = {str(p): next(iter(Predictor(model).predict_image(p))) for p in images}
 
     port = free_port()
-    app.demo.queue(default_concurrency_limit=1).launch(prevent_thread_lock=True, server_name="127.0.0.1",
+    app.demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, server_name="127.0.0.1",
                                                        server_port=port, ssr_mode=False, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     clients = [Client(url, verbose=False) for _ in range(args.calls)]  # connected before the clock starts

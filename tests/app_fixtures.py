@@ -18,7 +18,7 @@ def app_url():
     import app
 
     port = free_port()
-    app.demo.queue(default_concurrency_limit=1).launch(
+    app.demo.queue(default_concurrency_limit=4).launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True,
         max_file_size=app.MAX_FILE_SIZE, show_error=False)
     yield f"http://127.0.0.1:{port}/"
