@@ -110,9 +110,9 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
             cancel: threading.Event | None = None, on_item: Callable[[CollectItem], None] | None = None,
             cfg: FetchConfig = FetchConfig(), ingest_cfg: IngestConfig = IngestConfig(),
             ingest_workers: int | None = None) -> CollectReport:
-    """Collect up to `max_images` new images of `label` into `store`.
+    """Store up to `max_images` images of `label` from these candidates, counting any an earlier run stored.
 
-    From a search (`query`, or `queries` to run exactly those; default: the
+    So a rerun after a stop tops the class up to `max_images`, no further. Candidates come from a search (`query`, or `queries` to run exactly those; default: the
     label and its variations) or from `urls` (then `max_images=None` takes them
     all). An unknown label is created. Raises DragonError only for what stops
     the whole collection (search refused, bad filters); every per-image failure
