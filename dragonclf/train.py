@@ -235,6 +235,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     body at lr/lr_mult when `discriminative`. `small_cnn` trains from scratch
     with one-cycle for `epochs`.
     """
+    import torch
     from fastai.torch_core import set_seed
 
     if schedule not in SCHEDULES:
@@ -269,6 +270,9 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
         learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+        # channels_last convolutions train faster on CPU here (A/B per step: ~1.3-3x);
+        # the model goes back to the default layout before export.
+        learn.model.to(memory_format=torch.channels_last)
         distributed.attach(learn)  # data-parallel under `accelerate launch`; a no-op in one process
         total_epochs = freeze_epochs + epochs
         # Under a launcher each process runs its share of the batches.
@@ -286,6 +290,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
                     learn.unfreeze()
                     body_lr = slice(lr / lr_mult, lr) if (discriminative and b.pretrained) else lr
                     _fit(learn, epochs, body_lr, schedule, cbs)
+            learn.model.to(memory_format=torch.contiguous_format)
             stopped = cancel is not None and cancel.is_set()
             if stopped:
                 if state["snapshot"] is None:
