@@ -97,8 +97,9 @@ def evaluate(model, store_or_rows, dataset: str | None = None, split: str = "val
     """Score a saved model on a dataset's `split` images ("valid", "train" or "all")."""
     from dragonclf.predict import Predictor
 
-    name, items = items_mod.collect(store_or_rows, dataset)
     pred = Predictor(model)
+    # Score on the split the model was trained with (a store re-splits by each image's fixed key).
+    name, items = items_mod.collect(store_or_rows, dataset, pred.meta.get("params", {}).get("valid_share"))
     trained_on = pred.meta.get("dataset")
     if hasattr(store_or_rows, "images") and trained_on != name:
         raise DragonError(f"Model {pred.model_dir.name} was trained on dataset {trained_on!r}, not {name!r}.")

@@ -39,6 +39,9 @@ class Predictor:
             raise DragonError(f"Model {self.model_dir.name} has no model.onnx; export it again.")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
+        # No busy-waiting threads: on a shared 2-core machine (here, a free Space) spinning
+        # workers fight other processes and tripled single-image latency; idle, it costs ~1 ms.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=_providers(ort))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own non-exported error types

@@ -361,15 +361,30 @@ def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_
 
 def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
             size: int | None = None, batch_size: int = 32, augment: str = "default", num_it: int = 50,
-            valid_share: float | None = None):
-    """(Figure of loss vs learning rate, suggested learning rate) on the unfrozen model."""
+            valid_share: float | None = None, warm_start: bool = True):
+    """(Figure of loss vs learning rate, suggested learning rate).
+
+    Run on the model `fine_tune` will train with the same settings: by default
+    the warm-started head with the body unfrozen; without `warm_start`, fastai's
+    fresh head with the body frozen (what its first, frozen epoch trains).
+    """
     from fastai.callback.schedule import valley
 
     name, items = items_mod.collect(store_or_rows, dataset, valid_share)
     items_mod.check_trainable(name, items)
     labels = items_mod.label_order(items)
     b = backbones.get_backbone(backbone)
-    learn = build_learner(items, labels, backbone, size or b.size, batch_size, augment)
+    size = size or b.size
+    warm_head = None
+    if b.pretrained and warm_start:
+        from dragonclf import features
+
+        train_items = [it for it in items if it.split == "train"]
+        warm_head = features.fit_head(features.embed(train_items, backbone, size=size),
+                                      [it.label for it in train_items], labels)
+    learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+    if warm_head is not None or not b.pretrained:
+        learn.unfreeze()
     try:
         with learn.no_bar():
             suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley,))
