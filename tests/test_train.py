@@ -147,3 +147,32 @@ def test_lr_find_and_augmentation_preview_return_figures(ml_home):
         assert isinstance(fig, Figure) and len(fig.axes) == 4
     with pytest.raises(DragonError, match="Unknown augmentation"):
         train.preview_augmentations(items, "wild")
+
+
+def test_mobilenet_and_small_cnn_pickles_load_in_a_fresh_process(ml_home):
+    """Their export.pkl reference our own module-level code (arch constructor, SmallCNN)."""
+    import subprocess
+    import sys
+
+    from ml_fixtures import REPO
+
+    items = photo_items(per_label=6)
+    dirs = [train.fine_tune(items, name, dataset="photos", epochs=1, size=SIZE, batch_size=8).model_dir
+            for name in ("mobilenet_v2", "small_cnn")]
+    code = (
+        "import sys, json\n"
+        "from fastai.learner import load_learner\n"
+        "out = []\n"
+        "for pkl in sys.argv[2:]:\n"
+        "    learn = load_learner(pkl)\n"
+        "    with learn.no_bar():\n"
+        "        out.append([float(p) for p in learn.predict(sys.argv[1])[2]])\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(items[0].path), *(str(d / "export.pkl") for d in dirs)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for d, fastai_probs in zip(dirs, json.loads(proc.stdout.strip().splitlines()[-1])):
+        mine = Predictor(d).predict_image(items[0].path)
+        labels = json.loads((d / "model.json").read_text())["labels"]
+        assert [mine[lab] for lab in labels] == pytest.approx(fastai_probs, abs=2e-3)
