@@ -176,3 +176,9 @@ def test_mobilenet_and_small_cnn_pickles_load_in_a_fresh_process(ml_home):
         mine = Predictor(d).predict_image(items[0].path)
         labels = json.loads((d / "model.json").read_text())["labels"]
         assert [mine[lab] for lab in labels] == pytest.approx(fastai_probs, abs=2e-3)
+
+
+def test_a_hub_backbone_offline_fails_clearly_and_leaves_nothing(ml_home):
+    with pytest.raises(DragonError, match="Choose an offline backbone: efficientnet_lite0, mobilenet_v2, small_cnn"):
+        train.fine_tune(photo_items(per_label=4), "resnet18", dataset="photos", epochs=1, size=SIZE, warm_start=False)
+    assert train.list_models("photos") == [] and _leftovers() == []
