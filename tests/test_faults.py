@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,9 +84,17 @@ def assert_consistent(home, known_before: set[str]) -> Store:
 
 @pytest.fixture
 def web():
-    with LoopbackServer(latency=0.02) as server:
-        urls = [server.add_file(f"/img/{i}{f.suffix}", f) for i, f in enumerate(real_photos()[:60])]
-        yield urls
+    # Half a second per response, like a far-away host: a collection of 60 URLs takes ~5 s, so a kill
+    # between 1 and 4 s always lands mid-collection.
+    with LoopbackServer(latency=0.5) as server:
+        yield server
+
+
+def serve_photos(server: LoopbackServer, prefix: str, out: Path) -> list[str]:
+    """Serve 60 photos under fresh URLs (so a collection has real work to do) and list them in out."""
+    urls = [server.add_file(f"{prefix}/{i}{f.suffix}", f) for i, f in enumerate(real_photos()[:60])]
+    out.write_text("\n".join(urls))
+    return urls
 
 
 def test_kill_9_at_random_moments_loses_nothing(home, web, tmp_path, photo_files):
@@ -95,16 +104,17 @@ def test_kill_9_at_random_moments_loses_nothing(home, web, tmp_path, photo_files
         seed_store.add_label(label)
         for f in photo_files[label][:12]:
             seed_store.ingest(f.read_bytes(), label, {"origin": "import", "source": str(f)})
-    url_file = tmp_path / "urls.txt"
-    url_file.write_text("\n".join(web))
+    urls: list[str] = []  # every URL a killed collection was given
     env = child_env(home)
     killed = {k: 0 for k in KINDS}
     for trial in range(TRIALS):
         kind = KINDS[trial % len(KINDS)]
         before = set(snapshot(Store.open("faulty")))
         if kind == "collect":
+            trial_urls = tmp_path / f"urls-{trial}.txt"
+            urls += serve_photos(web, f"/trial{trial}", trial_urls)
             cmd = [sys.executable, "-m", "dragonclf", "collect", "--dataset", "faulty", "--label", "tools",
-                   "--urls", str(url_file), "--json"]
+                   "--urls", str(trial_urls), "--json"]
             delay = rng.uniform(1.0, 4.0)  # interpreter start is ~1 s; work follows
         elif kind == "edits":
             cmd = [sys.executable, "-c", EDIT_BURST, str(trial)]
@@ -112,7 +122,7 @@ def test_kill_9_at_random_moments_loses_nothing(home, web, tmp_path, photo_files
         else:
             cmd = [sys.executable, "-m", "dragonclf", "train", "--dataset", "faulty", "--mode",
                    rng.choice(["quick", "finetune"]), "--epochs", "1", "--size", "64", "--json", "--quiet"]
-            delay = rng.uniform(3.0, 12.0)
+            delay = rng.uniform(2.5, 5.5)  # a training here takes ~6 s: import, features, fit, save
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         if proc.poll() is None:
@@ -122,7 +132,9 @@ def test_kill_9_at_random_moments_loses_nothing(home, web, tmp_path, photo_files
         assert_consistent(home, before)
     assert all(n >= 3 for n in killed.values()), killed  # the kills really landed mid-work
 
-    # Interrupted work resumes: the collection completes without duplicates ...
+    # Interrupted work resumes: collecting every URL again completes without duplicates ...
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text("\n".join(urls))
     out = subprocess.run([sys.executable, "-m", "dragonclf", "collect", "--dataset", "faulty", "--label", "tools",
                           "--urls", str(url_file), "--json"], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=300)
@@ -131,7 +143,7 @@ def test_kill_9_at_random_moments_loses_nothing(home, web, tmp_path, photo_files
     sources = [r.source for r in store.images(status=None) if r.origin == "url"]
     assert len(sources) == len(set(sources))
     fetched = Store.open("faulty").url_outcomes()
-    assert set(fetched) >= {u for u in web}  # every URL reached a final answer
+    assert set(fetched) >= set(urls)  # every URL reached a final answer
     # ... and a training started after the crashes finishes and is listed.
     out = subprocess.run([sys.executable, "-m", "dragonclf", "train", "--dataset", "faulty", "--mode", "quick",
                           "--size", "64", "--json", "--quiet"], env=env, cwd=REPO, capture_output=True, text=True,
