@@ -72,7 +72,7 @@ def dataset_card(store: Store, rows: list[ImageRow]) -> str:
          f"is in `{CSV_NAME}`) before you redistribute them." if unknown else
          "Every image has a recorded license; attribution details are in the manifest."),
         "## Files",
-        f"- `<label folder>/<id>.jpg`: the images (JPEG, at most 512 px on the longest side); `<id>` is the "
+        "- `<label folder>/<id>.jpg`: the images (JPEG, at most 512 px on the longest side); `<id>` is the "
         "hash of the decoded pixels.",
         f"- `{CSV_NAME}`: one row per image: " + ", ".join(f"`{c}`" for c in COLUMNS) + ".",
     ]

@@ -34,13 +34,13 @@ from dragonclf import config
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
 from dragonclf.ingest import normalise, phash_distance
+from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
 from dragonclf.names import check_dataset_name, clean_display, folder_for
+from dragonclf.rescan import Rescan
 
 MANIFEST = "manifest.sqlite"
-TRASH = ".trash"
 TMP = ".tmp"
 PROVENANCE_KEYS = ("origin", "source", "query", "engine", "image_url", "page_url", "title", "license")
-EDIT_ACTIONS = ("relabel", "trash", "restore", "keep", "unkeep")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels(
@@ -106,21 +106,6 @@ class IngestResult:
     notes: tuple[str, ...] = ()
 
 
-@dataclass
-class Decision:
-    image_id: str
-    action: str  # relabel | trash | restore | keep | unkeep
-    label: str | None = None  # for relabel
-
-
-@dataclass
-class EditResult:
-    batch: int | None
-    changed: list[str]
-    unchanged: list[str]  # already in the asked-for state (e.g. trashed twice)
-    skipped: list[str]  # undo/redo only: changed by someone else since
-
-
 def list_datasets() -> list[str]:
     """Datasets under the root, plus the bundled demo (installed on first open)."""
     names = set()
@@ -140,7 +125,7 @@ _open_lock = threading.Lock()
 _open_stores: dict[Path, "Store"] = {}
 
 
-class Store:
+class Store(Journal, Rescan):
     """One dataset: its folders and its manifest. Safe to share between threads."""
 
     def __init__(self, root: Path, name: str):
@@ -413,155 +398,6 @@ class Store:
             groups.setdefault(find(x), []).append(x)
         return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=len, reverse=True)
 
-    # ---- editing -----------------------------------------------------------------
-    @staticmethod
-    def _next_batch(db) -> int:
-        return (db.execute("SELECT COALESCE(MAX(batch), 0) FROM journal").fetchone()[0] or 0) + 1
-
-    def apply(self, decisions: list[Decision], create_labels: bool = False) -> EditResult:
-        """Apply review decisions as one journalled batch (one undo step)."""
-        targets = {}
-        for d in decisions:
-            if d.action not in EDIT_ACTIONS:
-                raise DragonError(f"unknown action {d.action!r} (use one of {', '.join(EDIT_ACTIONS)})")
-            if d.action == "relabel":
-                if not d.label:
-                    raise DragonError("relabel needs a label")
-                try:
-                    targets[d.label] = self.label(d.label).folder
-                except DragonError:
-                    if not create_labels:
-                        raise DragonError(
-                            f"label {d.label!r} does not exist; create it first (or relabel with create=True / --create)"
-                        ) from None
-                    targets[d.label] = self.add_label(d.label).folder
-        changed, unchanged = [], []
-        with self._tx() as db:
-            batch = self._next_batch(db)
-            for d in decisions:
-                r = db.execute("SELECT folder, status, kept FROM images WHERE id=?", (d.image_id,)).fetchone()
-                if r is None or r["status"] == "pending":
-                    raise DragonError(f"no image {d.image_id!r} in dataset {self.name!r}")
-                before = (r["folder"], r["status"], r["kept"])
-                folder, status, kept = before
-                if d.action == "relabel":
-                    folder = targets[d.label]
-                elif d.action == "trash":
-                    status = "trashed"
-                elif d.action == "restore":
-                    status = "active" if status != "missing" else status
-                elif d.action == "keep":
-                    kept = 1
-                elif d.action == "unkeep":
-                    kept = 0
-                after = (folder, status, kept)
-                if after == before:
-                    unchanged.append(d.image_id)
-                    continue
-                db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*after, d.image_id))
-                db.execute(
-                    "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
-                    " after_status, before_kept, after_kept, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (batch, d.image_id, d.action, before[0], after[0], before[1], after[1], before[2], after[2], time.time()),
-                )
-                changed.append(d.image_id)
-            if changed:  # a new edit ends the redo chain, as in every editor
-                db.execute("UPDATE journal SET undone=2 WHERE undone=1")
-        self._sync_files(changed)
-        return EditResult(batch if changed else None, changed, unchanged, [])
-
-    def relabel(self, ids, label: str, create_labels: bool = False) -> EditResult:
-        return self.apply([Decision(i, "relabel", label) for i in ids], create_labels)
-
-    def trash(self, ids) -> EditResult:
-        return self.apply([Decision(i, "trash") for i in ids])
-
-    def restore(self, ids) -> EditResult:
-        return self.apply([Decision(i, "restore") for i in ids])
-
-    def undo(self) -> EditResult:
-        """Revert the latest edit batch. Rows someone changed since are left alone (skipped)."""
-        return self._walk(undo=True)
-
-    def redo(self) -> EditResult:
-        return self._walk(undo=False)
-
-    def _walk(self, undo: bool) -> EditResult:
-        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
-        with self._tx() as db:
-            if undo:
-                batch = db.execute(f"SELECT MAX(batch) FROM journal WHERE undone=0 AND action IN ({marks})").fetchone()[0]
-            else:
-                batch = db.execute(f"SELECT MIN(batch) FROM journal WHERE undone=1 AND action IN ({marks})").fetchone()[0]
-            if batch is None:
-                raise DragonError("nothing to undo" if undo else "nothing to redo")
-            entries = db.execute("SELECT * FROM journal WHERE batch=? ORDER BY seq", (batch,)).fetchall()
-            if undo:
-                entries = entries[::-1]
-            changed, skipped = [], []
-            for j in entries:
-                old = ("before", "after") if undo else ("after", "before")
-                want_now = (j[f"{old[1]}_folder"], j[f"{old[1]}_status"], j[f"{old[1]}_kept"])
-                target = (j[f"{old[0]}_folder"], j[f"{old[0]}_status"], j[f"{old[0]}_kept"])
-                r = db.execute("SELECT folder, status, kept FROM images WHERE id=?", (j["image_id"],)).fetchone()
-                if r is None or (r["folder"], r["status"], r["kept"]) != want_now:
-                    skipped.append(j["image_id"])
-                    continue
-                db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*target, j["image_id"]))
-                changed.append(j["image_id"])
-            db.execute("UPDATE journal SET undone=? WHERE batch=?", (1 if undo else 0, batch))
-        self._sync_files(changed)
-        return EditResult(batch, changed, [], skipped)
-
-    def can_undo(self) -> bool:
-        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
-        return self._db.execute(f"SELECT 1 FROM journal WHERE undone=0 AND action IN ({marks}) LIMIT 1").fetchone() is not None
-
-    def can_redo(self) -> bool:
-        return self._db.execute("SELECT 1 FROM journal WHERE undone=1 LIMIT 1").fetchone() is not None
-
-    def history(self, limit: int = 50) -> list[dict]:
-        rows = self._db.execute("SELECT * FROM journal ORDER BY seq DESC LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
-
-    def empty_trash(self) -> int:
-        """Delete trashed images for good: the only way files ever leave the store."""
-        with self._tx() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM images WHERE status='trashed'")]
-            for image_id in ids:
-                db.execute("DELETE FROM images WHERE id=?", (image_id,))
-                db.execute("DELETE FROM journal WHERE image_id=?", (image_id,))
-                db.execute("DELETE FROM near_dups WHERE a=? OR b=?", (image_id, image_id))
-                db.execute("DELETE FROM conflicts WHERE image_id=?", (image_id,))
-        for image_id in ids:
-            p = self.root / TRASH / f"{image_id}.jpg"
-            if p.exists():
-                p.unlink()
-        return len(ids)
-
-    # ---- files vs manifest -------------------------------------------------------
-    def _sync_files(self, ids: list[str] | None = None) -> list[str]:
-        """Move files to where the manifest says they belong; return ids whose file is nowhere."""
-        if ids is not None and not ids:
-            return []
-        sql = "SELECT id, folder, status FROM images WHERE status IN ('active','trashed')"
-        rows = self._db.execute(sql).fetchall()
-        if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r["id"] in wanted]
-        lost = []
-        for r in rows:
-            target = self._path(r["id"], r["folder"], r["status"])
-            if target.exists():
-                continue
-            found = next((p for p in self._candidates(r["id"]) if p.exists()), None)
-            if found is None:
-                lost.append(r["id"])
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(found, target)
-        return lost
-
     def seen_url(self, url: str) -> bool:
         return self._db.execute("SELECT 1 FROM urls WHERE url=?", (url,)).fetchone() is not None
 
@@ -572,75 +408,5 @@ class Store:
     def url_outcomes(self) -> dict[str, tuple[str, str | None]]:
         return {r[0]: (r[1], r[2]) for r in self._db.execute("SELECT url, outcome, reason FROM urls")}
 
-    def rescan(self, repair: bool = True) -> dict:
-        """Compare folders with the manifest.
-
-        Adopts image files a person dropped into a label folder (or a new folder,
-        which becomes a label), and marks images whose file was removed by hand as
-        missing. With `repair=False` it only reports. Originals of adopted files
-        go to `.adopted/`, unreadable ones to `.rejected/`: nothing is deleted.
-        """
-        from dragonclf.importer import adopt_file  # import here: importer builds on the store
-
-        report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
-                  "new_labels": [], "unknown_files": []}
-        known = {r[0] for r in self._db.execute("SELECT id FROM images")}
-        label_by_folder = {lab.folder: lab for lab in self.labels()}
-        for d in sorted(self.root.iterdir()):
-            if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
-                continue
-            files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not _is_doc(p.name))
-            loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
-            if not loose:
-                continue
-            report["unknown_files"] += [str(p.relative_to(self.root)) for p in loose]
-            if not repair:
-                continue
-            lab = label_by_folder.get(d.name)
-            if lab is None:
-                try:
-                    lab = self.add_label(d.name)
-                except DragonError as e:
-                    report["rejected"]["bad-label-name"] = report["rejected"].get("bad-label-name", 0) + len(loose)
-                    report.setdefault("messages", []).append(str(e))
-                    continue
-                report["new_labels"].append(lab.display)
-            for p in loose:
-                outcome = adopt_file(self, p, lab)
-                key = {"added": "adopted", "duplicate": "duplicates", "conflict": "conflicts"}.get(outcome.outcome)
-                if key:
-                    report[key] += 1
-                else:
-                    report["rejected"][outcome.reason] = report["rejected"].get(outcome.reason, 0) + 1
-        # files removed by hand, or moves a crash interrupted
-        before = {r[0]: r[1] for r in self._db.execute("SELECT id, folder FROM images WHERE status IN ('active','trashed')")}
-        lost = self._sync_files() if repair else [
-            i for i, f in before.items() if not any(p.exists() for p in self._candidates(i))
-        ]
-        report["missing"] = lost
-        if repair and lost:
-            with self._tx() as db:
-                batch = self._next_batch(db)
-                for image_id in lost:
-                    r = db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
-                    db.execute("UPDATE images SET status='missing' WHERE id=?", (image_id,))
-                    db.execute(
-                        "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
-                        " after_status, at) VALUES (?,?,'missing',?,?,?,'missing',?)",
-                        (batch, image_id, r["folder"], r["folder"], r["status"], time.time()),
-                    )
-        return report
-
-    def check(self, repair: bool = False) -> dict:
-        """Report (or, with repair, fix) drift between folders and manifest."""
-        report = self.rescan(repair=repair)
-        report["ok"] = not report["unknown_files"] and not report["missing"]
-        return report
-
 
 ROW_FIELDS = [f.name for f in fields(ImageRow)]
-
-
-def _is_doc(name: str) -> bool:
-    """README / LICENSE files beside images (attribution) are left where they are."""
-    return name.split(".")[0].upper() in ("README", "LICENSE", "LICENCE", "ATTRIBUTION", "CREDITS")

@@ -25,6 +25,7 @@ def test_train_evaluate_predict_export(client, trained, photo_files, tmp_path):
     ev = client.predict("demo", trained["id"], False, api_name="/evaluate")
     summary, cm_plot, numbers, per_class = ev[0], ev[1], ev[2], ev[3]
     assert "validation images" in summary and "accuracy" in summary
+    assert cm_plot  # the confusion-matrix figure came back
     n_valid = len(Store.open("demo").images(split="valid"))
     counts = numbers["data"]
     assert sum(sum(row[1:]) for row in counts) == n_valid  # every validation image lands in one cell
@@ -32,7 +33,7 @@ def test_train_evaluate_predict_export(client, trained, photo_files, tmp_path):
 
     photo = photo_files["tools"][-1]
     label = client.predict(handle_file(str(photo)), "demo", trained["id"], 3, api_name="/predict")
-    assert label["label"] in {"fishes", "monuments", "renewable", "tools"}
+    assert label["label"] == "tools"
     assert len(label["confidences"]) == 3
     assert abs(sum(c["confidence"] for c in label["confidences"])) <= 1.0 + 1e-6
 

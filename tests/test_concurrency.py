@@ -2,7 +2,6 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 

@@ -9,7 +9,6 @@ of each step is kept in test-artifacts/journey/; a failure names its step.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from pathlib import Path

@@ -88,7 +88,7 @@ def test_runs_as_a_space(tmp_path, persistent):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line[:4] in ("HOME", "OPTS", "NOTE"))
-    assert f"'server_name': '0.0.0.0'" in lines["OPTS"] and f"'server_port': {port}" in lines["OPTS"]
+    assert "'server_name': '0.0.0.0'" in lines["OPTS"] and f"'server_port': {port}" in lines["OPTS"]
     if persistent:
         assert lines["HOME"] == str(data / "dragonclf") and lines["NOTE"] == "''"
     else:

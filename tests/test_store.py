@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, jpeg_bytes
+from conftest import REPO
 from dragonclf.errors import DragonError
 from dragonclf.store import Decision, Store, list_datasets
 

@@ -71,7 +71,7 @@ def test_stop_mid_epoch_keeps_the_last_complete_epoch(ml_home):
 
 def test_a_second_training_of_the_same_dataset_is_refused(ml_home):
     items = photo_items(per_label=8)
-    started, release, errors = threading.Event(), threading.Event(), []
+    started, release = threading.Event(), threading.Event()
 
     def progress(f, m):
         started.set()

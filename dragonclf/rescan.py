@@ -1,0 +1,81 @@
+"""Folders vs manifest: adopt files a person dropped in by hand, notice files removed by hand."""
+
+from __future__ import annotations
+
+import time
+
+from dragonclf.errors import DragonError
+
+
+class Rescan:
+    """A part of `Store` (mixed in): `rescan` and `check`."""
+
+    def rescan(self, repair: bool = True) -> dict:
+        """Compare folders with the manifest.
+
+        Adopts image files a person dropped into a label folder (or a new folder,
+        which becomes a label), and marks images whose file was removed by hand as
+        missing. With `repair=False` it only reports. Originals of adopted files
+        go to `.adopted/`, unreadable ones to `.rejected/`: nothing is deleted.
+        """
+        from dragonclf.importer import adopt_file  # import here: importer builds on the store
+
+        report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
+                  "new_labels": [], "unknown_files": []}
+        known = {r[0] for r in self._db.execute("SELECT id FROM images")}
+        label_by_folder = {lab.folder: lab for lab in self.labels()}
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
+                continue
+            files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not _is_doc(p.name))
+            loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
+            if not loose:
+                continue
+            report["unknown_files"] += [str(p.relative_to(self.root)) for p in loose]
+            if not repair:
+                continue
+            lab = label_by_folder.get(d.name)
+            if lab is None:
+                try:
+                    lab = self.add_label(d.name)
+                except DragonError as e:
+                    report["rejected"]["bad-label-name"] = report["rejected"].get("bad-label-name", 0) + len(loose)
+                    report.setdefault("messages", []).append(str(e))
+                    continue
+                report["new_labels"].append(lab.display)
+            for p in loose:
+                outcome = adopt_file(self, p, lab)
+                key = {"added": "adopted", "duplicate": "duplicates", "conflict": "conflicts"}.get(outcome.outcome)
+                if key:
+                    report[key] += 1
+                else:
+                    report["rejected"][outcome.reason] = report["rejected"].get(outcome.reason, 0) + 1
+        # files removed by hand, or moves a crash interrupted
+        before = {r[0]: r[1] for r in self._db.execute("SELECT id, folder FROM images WHERE status IN ('active','trashed')")}
+        lost = self._sync_files() if repair else [
+            i for i, f in before.items() if not any(p.exists() for p in self._candidates(i))
+        ]
+        report["missing"] = lost
+        if repair and lost:
+            with self._tx() as db:
+                batch = self._next_batch(db)
+                for image_id in lost:
+                    r = db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+                    db.execute("UPDATE images SET status='missing' WHERE id=?", (image_id,))
+                    db.execute(
+                        "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
+                        " after_status, at) VALUES (?,?,'missing',?,?,?,'missing',?)",
+                        (batch, image_id, r["folder"], r["folder"], r["status"], time.time()),
+                    )
+        return report
+
+    def check(self, repair: bool = False) -> dict:
+        """Report (or, with repair, fix) drift between folders and manifest."""
+        report = self.rescan(repair=repair)
+        report["ok"] = not report["unknown_files"] and not report["missing"]
+        return report
+
+
+def _is_doc(name: str) -> bool:
+    """README / LICENSE files beside images (attribution) are left where they are."""
+    return name.split(".")[0].upper() in ("README", "LICENSE", "LICENCE", "ATTRIBUTION", "CREDITS")
