@@ -57,6 +57,24 @@ def test_predict_bad_inputs_are_clear_messages(client, trained, tmp_path):
         client.predict(handle_file(str(gray)), "demo", "/etc/passwd", 2, api_name="/predict")
 
 
+def test_predict_refuses_non_images_and_huge_images_with_a_message(client, trained, tmp_path):
+    from httpserver import png_bomb
+
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("<html>not a picture</html>")
+    with pytest.raises(AppError, match="not a readable image|not an image"):
+        client.predict(handle_file(str(fake)), "demo", "", 2, api_name="/predict")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_bomb(12000))  # 144 megapixels in a few hundred kB
+    with pytest.raises(AppError, match="too large"):
+        client.predict(handle_file(str(huge)), "demo", "", 2, api_name="/predict")
+    palette = tmp_path / "palette.png"  # not RGB: must reach our loader, not be converted by Gradio first
+    from PIL import Image
+
+    Image.new("P", (200, 200), 3).save(palette)
+    assert client.predict(handle_file(str(palette)), "demo", "", 2, api_name="/predict")["label"]
+
+
 def test_training_an_empty_dataset_is_a_clear_message(client):
     Store.open("nothing", create=True)
     with pytest.raises(AppError) as e:

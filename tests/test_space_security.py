@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -52,11 +53,45 @@ def test_images_the_app_shows_are_served(app_url, client, home):
 def test_hostile_dataset_names_through_the_ui_are_refused(client, home):
     from gradio_client.exceptions import AppError
 
+    before = sorted(p.name for p in (home / "datasets").iterdir()) if (home / "datasets").exists() else []
     for bad in ("../../etc", "/tmp/x", "..", "a/../../b"):
         with pytest.raises(AppError):
             client.predict(bad, api_name="/create_dataset")
-    assert [p.name for p in (home / "datasets").iterdir()] if (home / "datasets").exists() else True
-    assert not any((home.parent / n).exists() for n in ("etc", "b"))
+    after = sorted(p.name for p in (home / "datasets").iterdir()) if (home / "datasets").exists() else []
+    assert after == before  # nothing created, inside the root or out of it
+    assert not any((home.parent / n).exists() for n in ("etc", "b", "x"))
+    assert not Path("/tmp/x").exists()
+
+
+def test_hostile_label_names_through_the_ui_stay_inside_the_dataset(client, home, photo_files):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    Store.open("labels", create=True)
+    photo = handle_file(str(photo_files["tools"][0]))
+    for bad in ("../../escape", "/etc", "..", ".", "a/b", "tab\tname"):
+        with pytest.raises(AppError):
+            client.predict("labels", [photo], bad, api_name="/import_files")
+    store = Store.open("labels")
+    assert store.labels() == [] and store.images(status=None) == []
+    assert sorted(p.name for p in home.rglob("*") if "escape" in p.name) == []
+    # An odd but harmless name works, and lands in a folder inside the dataset.
+    client.predict("labels", [photo], "Viserion 🐉 (the white one)", api_name="/import_files")
+    (label,) = Store.open("labels").labels()
+    assert label.display == "Viserion 🐉 (the white one)"
+    assert (store.root / label.folder).resolve().parent == store.root.resolve()
+
+
+def test_uploads_over_the_size_limit_are_refused(app_url):
+    import httpx
+
+    big = b"\xff\xd8" + b"\0" * (51 * 1024 * 1024)  # just over the 50 MB limit
+    r = httpx.post(app_url + "gradio_api/upload", files={"files": ("big.jpg", big, "image/jpeg")}, timeout=60)
+    assert r.status_code == 413, r.text[:200]
+    assert "maximum allowed size" in r.text and str(50 * 1024 * 1024) in r.text  # says why, names the limit
+    small = httpx.post(app_url + "gradio_api/upload", files={"files": ("ok.jpg", b"\xff\xd8" + b"\0" * 1000)},
+                       timeout=60)
+    assert small.status_code == 200
 
 
 def wait_for_port(port: int, proc, timeout=120) -> None:

@@ -9,12 +9,29 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from dragonclf import modelstore
 from dragonclf.predict import Predictor
 from ui.common import model_dropdown_update, servable_file, ui_errors
 
 TITLE = "Predict"
+
+
+class PictureInput(gr.Image):
+    """gr.Image that hands our loader the file as uploaded, and says plainly when it is not a picture.
+
+    Gradio opens the upload with PIL before any handler runs; a text file renamed .jpg would end as
+    a bare "Error". With image_mode=None Gradio only reads the header and passes the path on, so
+    decoding (under our pixel limit) and colour conversion happen in dragonclf.preprocess.
+    """
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+            name = getattr(payload, "orig_name", None) or "This file"
+            raise gr.Error(f"{name} is not a readable image ({type(e).__name__}); try a JPEG, PNG or WebP.") from e
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,8 +97,8 @@ def build(bar) -> None:
                             elem_id="predict-model")
         refresh_btn = gr.Button("↻ Models", scale=0)
     with gr.Row():
-        image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Picture",
-                         elem_id="predict-image")
+        image = PictureInput(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                             label="Picture", elem_id="predict-image")
         with gr.Column():
             top_k = gr.Slider(1, 10, value=5, step=1, label="Show top")
             result = gr.Label(num_top_classes=10, label="Prediction", elem_id="predict-label")
