@@ -153,3 +153,18 @@ def test_local_run_binds_loopback_only(monkeypatch):
     monkeypatch.setenv("DRAGONCLF_USER", "me")
     monkeypatch.setenv("DRAGONCLF_PASSWORD", "secret")
     assert app.launch_options()["auth"] == ("me", "secret")
+
+
+def test_space_front_matter_matches_the_pinned_requirements():
+    """A Space builds from README's front matter and requirements.txt: they must agree."""
+    text = (REPO / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = dict(line.split(": ", 1) for line in text.split("---\n")[1].splitlines() if ": " in line)
+    pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert front["sdk"] == "gradio"
+    assert front["sdk_version"] == pins["gradio"]
+    assert (REPO / front["app_file"]).is_file()
+    assert front["python_version"].strip('"') == f"{sys.version_info.major}.{sys.version_info.minor}"
+    for name in ("torch", "torchvision", "fastai", "timm", "ddgs", "pillow", "onnxruntime"):
+        assert name in pins, f"{name} is not pinned in requirements.txt"
