@@ -1,5 +1,8 @@
 """Train, Evaluate and Predict through the app's named endpoints (gradio_client)."""
 
+import json
+from pathlib import Path
+
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
@@ -81,3 +84,61 @@ def test_training_an_empty_dataset_is_a_clear_message(client):
         client.predict("nothing", "quick", "efficientnet_lite0", 1, "", None, "one_cycle", True, 128, 32, 0.2,
                        "default", api_name="/train")
     assert "Traceback" not in str(e.value) and "nothing" in str(e.value)
+
+
+def test_predict_batch_answers_each_file_and_names_the_bad_ones(client, trained, photo_files, tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("shopping list")
+    files = [handle_file(str(photo_files["fishes"][0])), handle_file(str(photo_files["tools"][0])),
+             handle_file(str(fake))]
+    table = client.predict(files, "demo", trained["id"], api_name="/predict_batch")
+    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert set(rows) == {photo_files["fishes"][0].name, photo_files["tools"][0].name, "notes.jpg"}
+    assert rows[photo_files["fishes"][0].name]["label"] == "fishes"
+    assert rows[photo_files["tools"][0].name]["label"] == "tools"
+    assert rows["notes.jpg"]["label"] == "" and "not a readable image" in rows["notes.jpg"]["error"]
+
+
+def test_lr_find_and_augmentation_preview_endpoints(client):
+    fig, suggestion = client.predict("demo", "efficientnet_lite0", 64, 16, "default", 0.2, api_name="/lr_find")
+    assert fig and 1e-6 < float(suggestion) < 1  # a plot and a usable learning rate
+    preview = client.predict("demo", "strong", 64, 3, api_name="/preview_augmentation")
+    assert preview and preview.get("type") == "matplotlib"
+
+
+def test_stop_train_ends_a_fine_tune_cleanly(client):
+    import time
+
+    job = client.submit("demo", "finetune", "efficientnet_lite0", 30, "", None, "one_cycle", True, 64, 16, 0.2,
+                        "none", api_name="/train")
+    deadline = time.time() + 180
+    while time.time() < deadline and not job.done():
+        outputs = job.outputs()  # (status, epoch table, loss chart, models) per yield
+        if outputs and outputs[-1][2] is not None:  # an epoch finished: stop in the middle of the next
+            break
+        time.sleep(0.2)
+    assert not job.done(), "the 30-epoch training ended before Stop"
+    assert "Stopping" in client.predict(api_name="/stop_train")
+    status = job.result(timeout=120)[0]
+    assert status.startswith("**Stopped**"), status
+    finetuned = [m for m in list_models("demo") if m["mode"] == "finetune"]
+    assert len(finetuned) == 1 and finetuned[0]["stopped_early"]  # the complete epochs were kept
+    meta = json.loads((Path(finetuned[0]["path"]) / "model.json").read_text())
+    assert 1 <= meta["epochs_completed"] < 30
+
+
+def test_rescan_adopts_an_image_dropped_into_a_label_folder(client, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    store = Store.open("demo")
+    before = {r.id for r in store.images(label="tools")}
+    dropped = store.root / store.label("tools").folder / "from-my-phone.png"
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(dropped)  # a picture new to the set
+    message = client.predict("demo", api_name="/rescan")
+    assert message.startswith("Rescan: 1 files adopted"), message
+    after = Store.open("demo")
+    new = [r for r in after.images(label="tools") if r.id not in before]
+    assert len(new) == 1 and new[0].path.is_file() and new[0].path.suffix == ".jpg"
+    assert after.check()["ok"]
