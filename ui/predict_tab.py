@@ -18,20 +18,26 @@ from ui.common import model_dropdown_update, servable_file, ui_errors
 TITLE = "Predict"
 
 
-class PictureInput(gr.Image):
-    """gr.Image that hands our loader the file as uploaded, and says plainly when it is not a picture.
+def picture_input(**kwargs) -> gr.Image:
+    """A gr.Image that hands our loader the file as uploaded, and says plainly when it is not a picture.
 
-    Gradio opens the upload with PIL before any handler runs; a text file renamed .jpg would end as
-    a bare "Error". With image_mode=None Gradio only reads the header and passes the path on, so
-    decoding (under our pixel limit) and colour conversion happen in dragonclf.preprocess.
+    Gradio opens the upload with PIL before any handler runs; a text file renamed .jpg would end as a
+    bare "Error". With image_mode=None Gradio only reads the header and passes the path on, so decoding
+    (under our pixel limit) and colour conversion happen in dragonclf.preprocess. The check wraps this
+    one instance's preprocess (a gr.Image subclass would make Gradio write a .pyi stub beside this file).
     """
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    gradio_preprocess = image.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return gradio_preprocess(payload)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             name = getattr(payload, "orig_name", None) or "This file"
             raise gr.Error(f"{name} is not a readable image ({type(e).__name__}); try a JPEG, PNG or WebP.") from e
+
+    image.preprocess = preprocess
+    return image
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,8 +103,7 @@ def build(bar) -> None:
                             elem_id="predict-model")
         refresh_btn = gr.Button("↻ Models", scale=0)
     with gr.Row():
-        image = PictureInput(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
-                             label="Picture", elem_id="predict-image")
+        image = picture_input(sources=["upload", "webcam", "clipboard"], label="Picture", elem_id="predict-image")
         with gr.Column():
             top_k = gr.Slider(1, 10, value=5, step=1, label="Show top")
             result = gr.Label(num_top_classes=10, label="Prediction", elem_id="predict-label")
