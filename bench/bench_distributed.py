@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from results import write_section  # noqa: E402 - bench/results.py, beside this script
+
 
 # ---- the worker: runs in every process -------------------------------------
 
@@ -149,20 +151,6 @@ def report(a, trains: list[dict], embeds: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or add) the "## Distributed" section of bench/RESULTS.md, leaving other sections alone."""
-    path = REPO / "bench" / "RESULTS.md"
-    doc = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"## Distributed\n\n{text}\n"
-    start = doc.find("\n## Distributed\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + section
-    else:
-        end = doc.find("\n## ", start + 1)
-        doc = doc[: start + 1] + section + (doc[end:] if end != -1 else "")
-    path.write_text(doc)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--procs", type=int, default=2, help="processes to compare with one")
@@ -203,7 +191,7 @@ def main() -> int:
     text = report(a, trains, embeds)
     print(text)
     if a.write:
-        write_section(text)
+        write_section("Distributed", text)
     shutil.rmtree(weights, ignore_errors=True)
     shutil.rmtree(os.environ["DRAGONCLF_HOME"], ignore_errors=True)
     return 0

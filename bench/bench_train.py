@@ -30,6 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from results import write_section  # noqa: E402 - bench/results.py, beside this script
+
 import numpy as np  # noqa: E402
 
 
@@ -145,20 +147,6 @@ def summarise(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or add) the "## Train" section of bench/RESULTS.md, leaving other sections alone."""
-    path = REPO / "bench" / "RESULTS.md"
-    doc = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"## Train\n\n{text}\n"
-    start = doc.find("\n## Train\n")
-    if start == -1:
-        doc = doc.rstrip("\n") + "\n\n" + section
-    else:
-        end = doc.find("\n## ", start + 1)
-        doc = doc[: start + 1] + section + (doc[end:] if end != -1 else "")
-    path.write_text(doc)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -172,7 +160,7 @@ def main() -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
     if a.write:
-        write_section(text)
+        write_section("Train", text)
     return 0
 
 
