@@ -72,9 +72,14 @@ class CollectReport:
     items: list[CollectItem] = field(default_factory=list)
 
     def as_dict(self, items: bool = False) -> dict:
-        """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`, `notes`)."""
-        d = {"stored": self.stored, "duplicates": self.duplicates, "conflicts": self.conflicts,
-             "refused": dict(sorted(self.refused.items())), "seconds": round(self.seconds, 2),
+        """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`, `notes`).
+
+        The issue's five keys are always there with fixed types: stored, duplicates and
+        conflicts ints, refused {reason: int}, seconds a float.
+        """
+        d = {"stored": int(self.stored), "duplicates": int(self.duplicates), "conflicts": int(self.conflicts),
+             "refused": {str(k): int(v) for k, v in sorted(self.refused.items())},
+             "seconds": round(float(self.seconds), 2),
              "skipped": self.skipped, "unfinished": self.unfinished, "cancelled": self.cancelled,
              "notes": list(self.notes)}
         if items:

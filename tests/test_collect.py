@@ -220,19 +220,47 @@ def run_cli(home, *args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+JSON_KEYS = ("stored", "duplicates", "conflicts", "refused", "seconds")
+
+
+def assert_json_shape(result: dict) -> None:
+    """The issue's five keys, always, with their types (extra keys are allowed)."""
+    assert set(JSON_KEYS) <= set(result)
+    for k in ("stored", "duplicates", "conflicts"):
+        assert type(result[k]) is int, k
+    assert type(result["seconds"]) is float and 0 <= result["seconds"] < 60
+    assert isinstance(result["refused"], dict)
+    assert all(type(k) is str and type(v) is int for k, v in result["refused"].items())
+
+
 def test_cli_json_output(server, home, tmp_path):
-    urls = [server.add_file(f"/c{i}.webp", f) for i, f in enumerate(real_photos()[:3])]
-    urls += [server.add_status("/nope.jpg", 404), urls[0]]
+    photos = real_photos()
+    store = Store.open("mine", create=True)  # one image already stored under another label: a conflict
+    store.add_label("other")
+    assert store.ingest(photos[3].read_bytes(), "other", {"origin": "upload"}).outcome == "added"
+    store.close()
+    urls = [server.add_file(f"/c{i}.webp", f) for i, f in enumerate(photos[:4])]
+    urls += [server.add_status("/nope.jpg", 404), server.add_bytes("/page.jpg", b"<html>hi</html>", "image/jpeg"),
+             urls[0]]
     listing = tmp_path / "urls.txt"
     listing.write_text("\n".join(["# my list", *urls, ""]))
     proc = run_cli(home, "collect", "--dataset", "mine", "--label", "Viserion 🐉", "--urls", str(listing), "--json")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     result = json.loads(out)
-    assert {k: result[k] for k in ("stored", "duplicates", "conflicts", "refused")} == {
-        "stored": 3, "duplicates": 1, "conflicts": 0, "refused": {"http-404": 1}}
-    assert isinstance(result["seconds"], (int, float))
-    assert {lab.display: lab.count for lab in Store.open("mine").labels()} == {"Viserion 🐉": 3}
+    assert_json_shape(result)
+    assert {k: result[k] for k in JSON_KEYS if k != "seconds"} == {
+        "stored": 3, "duplicates": 1, "conflicts": 1, "refused": {"http-404": 1, "not-an-image": 1}}
+    assert {lab.display: lab.count for lab in Store.open("mine").labels()} == {"Viserion 🐉": 3, "other": 1}
+
+    # a rerun has nothing left to do: the same five keys, zeros (refusals were recorded, not retried)
+    proc = run_cli(home, "collect", "--dataset", "mine", "--label", "Viserion 🐉", "--urls", str(listing), "--json")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    again = json.loads(out)
+    assert_json_shape(again)
+    assert {k: again[k] for k in JSON_KEYS if k != "seconds"} == {
+        "stored": 0, "duplicates": 1, "conflicts": 0, "refused": {}}
 
     proc = run_cli(home, "collect", "--dataset", "mine", "--label", "x", "--urls", str(tmp_path / "absent.txt"))
     out, err = proc.communicate(timeout=60)
