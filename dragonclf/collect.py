@@ -317,15 +317,22 @@ def _record_ingest(store, c, fetched: FetchResult, res, report, finish) -> None:
     finish(item)
 
 
-def collect_classes(store, classes: list[tuple[str, str | None]], per_class: int = 100, *,
+def collect_classes(store, classes: list[tuple[str, str | list[str] | None]], per_class: int = 100, *,
                     filters: Filters | dict | None = None, engine: SearchEngine | None = None,
                     progress: Progress | None = None, cancel: threading.Event | None = None,
                     on_item: Callable[[str, CollectItem], None] | None = None,
                     cfg: FetchConfig = FetchConfig()) -> list[CollectReport]:
-    """Collect several classes one after the other: [(label, query or None), ...]."""
-    classes = [(lab.strip(), (q or "").strip() or None) for lab, q in classes if lab and lab.strip()]
+    """Collect several classes one after the other: [(label, query), ...].
+
+    A query is None (the label and its variations), one string (it plus the
+    variations) or a list (exactly those queries, as a person edited them).
+    """
+    classes = [(lab.strip(), q) for lab, q in classes if lab and lab.strip()]
     if not classes:
         raise DragonError("type at least one class name")
+    for lab, q in classes:
+        if isinstance(q, list) and not [x for x in q if x.strip()]:
+            raise DragonError(f"no search queries for {lab}: give at least one, or leave the class out")
     cancel = cancel or threading.Event()
     reports = []
     for i, (lab, q) in enumerate(classes):
@@ -337,6 +344,8 @@ def collect_classes(store, classes: list[tuple[str, str | None]], per_class: int
                 progress((_i + f) / len(classes), m)
 
         item_cb = (lambda item, _lab=lab: on_item(_lab, item)) if on_item else None
-        reports.append(collect(store, lab, query=q, max_images=per_class, filters=filters, engine=engine,
-                               progress=scaled, cancel=cancel, on_item=item_cb, cfg=cfg))
+        exact = [x.strip() for x in q if x.strip()] if isinstance(q, list) else None
+        single = None if exact is not None else ((q or "").strip() or None)
+        reports.append(collect(store, lab, query=single, queries=exact, max_images=per_class, filters=filters,
+                               engine=engine, progress=scaled, cancel=cancel, on_item=item_cb, cfg=cfg))
     return reports

@@ -85,7 +85,8 @@ def query_variations(label: str, query: str | None = None) -> list[str]:
 
     Different phrasings surface different images, so a class reaches a few
     hundred pictures without paging deep into one result list (which is where
-    DuckDuckGo starts refusing). The UI shows these and lets people edit them.
+    DuckDuckGo starts refusing). The Collect tab suggests these and lets people edit them;
+    `collect --queries` takes an exact list instead.
     """
     base = (query or label).strip()
     out = [base, f"{label} photo", f"{label} close up"]
@@ -95,6 +96,35 @@ def query_variations(label: str, query: str | None = None) -> list[str]:
             seen.add(q.lower())
             unique.append(q)
     return unique
+
+
+def engine_from_env() -> SearchEngine | None:
+    """`DRAGONCLF_SEARCH_ENGINE=module:factory` picks another engine (tests, other engines); unset: DuckDuckGo."""
+    spec = os.environ.get("DRAGONCLF_SEARCH_ENGINE")
+    if not spec:
+        return None
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr or "engine")
+    except (ImportError, AttributeError) as e:
+        raise DragonError(f"DRAGONCLF_SEARCH_ENGINE={spec!r} names no engine I can load ({e})") from None
+    return factory() if callable(factory) else factory
+
+
+def split_queries(text: str) -> list[str]:
+    """'query 1 | query 2 | ...' -> the queries, stripped, without blanks or repeats (case-insensitive).
+
+    The one format the Collect tab and `collect --queries` share for a list a person typed.
+    """
+    seen, out = set(), []
+    for q in (text or "").split("|"):
+        q = " ".join(q.split())
+        if q and q.lower() not in seen:
+            seen.add(q.lower())
+            out.append(q)
+    return out
 
 
 # --------------------------------------------------------------------------- DuckDuckGo
@@ -249,7 +279,7 @@ def search_images(queries: list[str], max_results: int, filters: Filters | dict 
     Each query asks for `max_results` itself, so one dull query cannot starve
     the class; later queries are skipped once enough distinct images are in.
     """
-    engine = engine or DuckDuckGo()
+    engine = engine or engine_from_env() or DuckDuckGo()
     filters = filters if isinstance(filters, Filters) else Filters.from_dict(filters)
     out = SearchOutcome(results=[])
     seen: set[str] = set()

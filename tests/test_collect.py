@@ -214,8 +214,8 @@ def test_stop_then_rerun_continues_without_duplicates(allow_loopback):
         assert_consistent(store)
 
 
-def run_cli(home, *args, **kw):
-    env = {**os.environ, "DRAGONCLF_HOME": str(home), "DRAGONCLF_ALLOW_PRIVATE_URLS": "1"}
+def run_cli(home, *args, extra_env=None, **kw):
+    env = {**os.environ, "DRAGONCLF_HOME": str(home), "DRAGONCLF_ALLOW_PRIVATE_URLS": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "dragonclf", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -265,6 +265,42 @@ def test_cli_json_output(server, home, tmp_path):
     proc = run_cli(home, "collect", "--dataset", "mine", "--label", "x", "--urls", str(tmp_path / "absent.txt"))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and err.startswith("error: cannot read the URL list") and "Traceback" not in err
+
+
+def test_cli_queries_searches_exactly_those_and_query_adds_variations(server, home, tmp_path):
+    import fake_search
+
+    photos = real_photos()
+    paths = {"red fox": [f"/fox{i}.webp" for i in range(4)], "owl": [f"/owl{i}.webp" for i in range(4)]}
+    for i in range(4):
+        server.add_file(f"/fox{i}.webp", photos[10 + i])
+        server.add_file(f"/owl{i}.webp", photos[20 + i])
+    calls = fake_search.write_config(tmp_path / "fake.json", server, paths)
+    env = {"DRAGONCLF_SEARCH_ENGINE": "fake_search:engine", "FAKE_SEARCH_CONFIG": str(tmp_path / "fake.json"),
+           "PYTHONPATH": str(REPO / "tests")}
+
+    proc = run_cli(home, "collect", "--dataset", "wild", "--label", "fox", "--queries", "red fox | red fox snow |",
+                   "--max", "3", "--json", extra_env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["stored"] == 3
+    assert calls.read_text().splitlines() == ["red fox", "red fox snow"]  # exactly those, no "fox photo"
+    assert {r.query for r in Store.open("wild").images(label="fox")} == {"red fox"}
+
+    calls.unlink()
+    proc = run_cli(home, "collect", "--dataset", "wild", "--label", "owl", "--query", "owl at night", "--max", "3",
+                   "--json", extra_env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert calls.read_text().splitlines() == ["owl at night", "owl photo", "owl close up"]
+
+    proc = run_cli(home, "collect", "--dataset", "new", "--label", "x", "--queries", " | ", extra_env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.startswith("error: --queries needs at least one search")
+    assert not (home / "datasets" / "new").exists()  # a typo creates nothing
+    proc = run_cli(home, "collect", "--dataset", "wild", "--label", "x", "--query", "a", "--queries", "b")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "not allowed with argument" in err
 
 
 def test_kill_9_leaves_no_partial_files_and_a_rerun_finishes(home, tmp_path):

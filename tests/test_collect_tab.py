@@ -1,10 +1,13 @@
-"""The Collect tab through its API: classes in, images stored per class, summary out."""
+"""The Collect tab through its API: classes and their queries in, images stored per class, summary out."""
 
 import pytest
+from gradio_client.exceptions import AppError
 
 import fake_search
 from dragonclf.store import Store
 from httpserver import LoopbackServer, real_photos
+
+FILTERS = ("moderate", "", "", "", "")  # safesearch, size, type, layout, license
 
 
 @pytest.fixture
@@ -25,8 +28,7 @@ def web(monkeypatch):
 
 def test_collect_tab_stores_each_class_and_reports_refusals(client, web):
     Store.open("dragons", create=True)
-    result = client.predict("dragons", "fish\ntool: tool photo", 5, "moderate", "", "", "", "",
-                            api_name="/collect")
+    result = client.predict("dragons", "fish\ntool: tool photo", "", 5, *FILTERS, api_name="/collect")
     summary = result[0]  # (the State output is not sent to clients)
     assert "Done." in summary and "| fish | 5 |" in summary and "| tool | 5 |" in summary
     status = Store.open("dragons").status()
@@ -36,8 +38,44 @@ def test_collect_tab_stores_each_class_and_reports_refusals(client, web):
 
 
 def test_collect_tab_without_classes_is_a_clear_error(client, web):
-    from gradio_client.exceptions import AppError
-
     Store.open("dragons", create=True)
     with pytest.raises(AppError, match="at least one class"):
-        client.predict("dragons", "   ", 5, "moderate", "", "", "", "", api_name="/collect")
+        client.predict("dragons", "   ", "", 5, *FILTERS, api_name="/collect")
+
+
+def test_suggested_queries_are_one_editable_line_per_class(client):
+    text = client.predict("fish\ntool: tool photo", "", api_name="/suggest_queries")
+    assert text == "fish: fish | fish photo | fish close up\ntool: tool photo | tool close up"
+
+    # an edited line survives a new suggestion; a removed class's untouched line goes, an edited one stays
+    edited = "fish: goldfish | koi pond\ntool: tool photo | tool close up\nold: my own words"
+    text = client.predict("fish\nbird", edited, api_name="/suggest_queries")
+    assert text == "fish: goldfish | koi pond\nbird: bird | bird photo | bird close up\nold: my own words"
+
+
+def test_start_searches_exactly_the_edited_queries(client, web):
+    server, calls = web
+    Store.open("dragons", create=True)
+    queries = "fish: fish underwater |  fish in a pond | fish underwater"  # repeats and spaces are tidied
+    result = client.predict("dragons", "fish\ntool", queries, 5, *FILTERS, api_name="/collect")
+    assert "Done." in result[0]
+    # fish: only the edited queries (the first already finds every image); tool: its default searches
+    assert calls == ["fish underwater", "fish in a pond", "tool", "tool photo", "tool close up"]
+    store = Store.open("dragons")
+    assert store.status()["labels"] == {"fish": 5, "tool": 5}
+    assert {r.query for r in store.images(label="fish")} == {"fish underwater"}
+
+
+@pytest.mark.parametrize("queries, message", [
+    ("bird: bird photo", "'bird', which is not in Classes"),
+    ("fish:  |  ", "no searches for 'fish'"),
+    ("fish photo", "line 1"),
+    ("fish: a\nfish: b", "'fish' has two lines"),
+])
+def test_bad_query_lines_are_refused_before_anything_runs(client, web, queries, message):
+    server, calls = web
+    Store.open("dragons", create=True)
+    with pytest.raises(AppError, match=message):
+        client.predict("dragons", "fish", queries, 5, *FILTERS, api_name="/collect")
+    assert calls == [] and sum(server.hits.values()) == 0
+    assert Store.open("dragons").status()["labels"] == {}

@@ -37,6 +37,21 @@ def test_query_variations_start_with_the_users_query_and_have_no_repeats():
     assert query_variations("cat", "Cat photo") == ["Cat photo", "cat close up"]
 
 
+def test_split_queries_tidies_what_a_person_typed():
+    assert search.split_queries(" red fox |  Red  Fox| fox in snow || ") == ["red fox", "fox in snow"]
+    assert search.split_queries(" | ") == []
+
+
+def test_search_engine_named_in_the_environment_is_used_and_a_bad_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DRAGONCLF_SEARCH_ENGINE", "fake_search:engine")
+    assert search.engine_from_env().name == "fake"
+    monkeypatch.setenv("DRAGONCLF_SEARCH_ENGINE", "no_such_module:engine")
+    with pytest.raises(DragonError, match="DRAGONCLF_SEARCH_ENGINE='no_such_module:engine' names no engine"):
+        search_images(["cats"], max_results=5)
+    monkeypatch.delenv("DRAGONCLF_SEARCH_ENGINE")
+    assert search.engine_from_env() is None
+
+
 def test_second_search_comes_from_the_cache_not_the_engine(home):
     first = FakeEngine()
     out = search_images(["drogon", "drogon photo"], max_results=8, engine=first)

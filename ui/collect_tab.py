@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import queue
 import threading
 
 import gradio as gr
 
 from dragonclf.collect import collect_classes, combine
-from dragonclf.search import query_variations
+from dragonclf.search import query_variations, split_queries
 from dragonclf.store import Store
 from ui.common import gen_errors, servable, ui_errors
 
 TITLE = "Collect"
 SLOTS = 8  # galleries shown, one per class
 GALLERY_MAX = 40
-
-
-def search_engine():
-    """The search engine to use: DuckDuckGo, or `DRAGONCLF_SEARCH_ENGINE=module:factory` (tests, other engines)."""
-    spec = os.environ.get("DRAGONCLF_SEARCH_ENGINE")
-    if not spec:
-        return None
-    module, _, attr = spec.partition(":")
-    factory = getattr(importlib.import_module(module), attr or "engine")
-    return factory() if callable(factory) else factory
 
 
 def parse_classes(text: str) -> list[tuple[str, str | None]]:
@@ -40,11 +28,60 @@ def parse_classes(text: str) -> list[tuple[str, str | None]]:
     return classes
 
 
+def parse_query_lines(text: str) -> dict[str, list[str]]:
+    """The Queries box: 'label: query 1 | query 2 | ...' per line -> {label: [queries]}."""
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        label, sep, rest = line.partition(":")
+        label = label.strip()
+        if not sep or not label:
+            raise gr.Error(f"Queries, line {n} ({line.strip()[:60]!r}): write it as `label: query 1 | query 2`.")
+        if label in out:
+            raise gr.Error(f"Queries: {label!r} has two lines; put all its searches on one line, separated by |.")
+        queries = split_queries(rest)
+        if not queries:
+            raise gr.Error(f"Queries: no searches for {label!r}. Add one after the colon, or delete the line.")
+        out[label] = queries
+    return out
+
+
+def plan(classes_text: str, queries_text: str) -> list[tuple[str, list[str] | str | None]]:
+    """What Start collects: each class with its queries from the Queries box, or its default searches."""
+    classes = parse_classes(classes_text)
+    if not classes:
+        raise gr.Error("Type at least one class name (one per line).")
+    edited = parse_query_lines(queries_text)
+    unknown = [label for label in edited if label not in {c for c, _ in classes}]
+    if unknown:
+        raise gr.Error(f"Queries name {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} "
+                       "not in Classes: add it there, or delete its line in Queries.")
+    return [(label, edited.get(label, q)) for label, q in classes]
+
+
 @ui_errors
-def preview_queries(text: str) -> str:
-    lines = [f"- **{label}**: " + ", ".join(f"`{q}`" for q in query_variations(label, q))
-             for label, q in parse_classes(text)]
-    return "Searches to run:\n" + "\n".join(lines) if lines else ""
+def suggest_queries(classes_text: str, queries_text: str) -> str:
+    """Fill the Queries box: a line per class, suggesting lines for classes that have none.
+
+    Nothing typed is lost: lines a person edited stay, even for a class no longer
+    listed (Start then says so); only untouched suggestions of removed classes go.
+    """
+    classes = parse_classes(classes_text)
+    names = {label for label, _ in classes}
+    kept: dict[str, str] = {}
+    stray: list[str] = []
+    for line in (queries_text or "").splitlines():
+        if not line.strip():
+            continue
+        label, sep, rest = line.partition(":")
+        label, queries = label.strip(), split_queries(rest)
+        if sep and label in names and label not in kept:
+            kept[label] = line.strip()
+        elif not (sep and label and queries and queries == query_variations(label, queries[0])):
+            stray.append(line.rstrip())  # edited, or not in the expected form: left for the person to fix
+    lines = [kept.get(label) or f"{label}: {' | '.join(query_variations(label, q))}" for label, q in classes]
+    return "\n".join(lines + stray)
 
 
 def _summary(reports, running: str | None) -> str:
@@ -60,12 +97,13 @@ def _summary(reports, running: str | None) -> str:
 
 
 @gen_errors
-def start(name: str, text: str, per_class: int, safesearch: str, size: str, type_image: str, layout: str,
-          license_image: str, progress=gr.Progress()):
-    """Run the collection in a worker thread; stream galleries and a summary while it goes."""
-    classes = parse_classes(text)
-    if not classes:
-        raise gr.Error("Type at least one class name (one per line).")
+def start(name: str, text: str, queries_text: str, per_class: int, safesearch: str, size: str, type_image: str,
+          layout: str, license_image: str, progress=gr.Progress()):
+    """Run the collection in a worker thread; stream galleries and a summary while it goes.
+
+    Classes listed in the Queries box search exactly those queries; others search their default ones.
+    """
+    classes = plan(text, queries_text)
     store = Store.open(name)
     cancel = threading.Event()
     filters = {"safesearch": safesearch, "size": size or None, "type_image": type_image or None,
@@ -76,7 +114,7 @@ def start(name: str, text: str, per_class: int, safesearch: str, size: str, type
     def work():
         try:
             result["reports"] = collect_classes(
-                store, classes, int(per_class), filters=filters, engine=search_engine(), cancel=cancel,
+                store, classes, int(per_class), filters=filters, cancel=cancel,
                 progress=lambda f, m: events.put(("progress", f, m)),
                 on_item=lambda label, item: events.put(("item", label, item)))
         except Exception as e:  # noqa: BLE001 - handed to the UI thread, which shows it
@@ -137,7 +175,11 @@ def build(bar) -> None:
         with gr.Column(scale=2):
             classes = gr.Textbox(label="Classes, one per line: `label` or `label: search query`", lines=4,
                                  placeholder="Drogon: Drogon dragon\nViserion: Viserion dragon", elem_id="collect-classes")
-            queries = gr.Markdown()
+            queries = gr.Textbox(label="Queries, one line per class: `label: query 1 | query 2 | …` (edit freely; "
+                                       "Start searches exactly these; a class with no line here gets the suggestions)",
+                                 lines=4, elem_id="collect-queries",
+                                 placeholder="Filled in when you leave the Classes box, or press Suggest queries")
+            suggest_btn = gr.Button("Suggest queries", size="sm", elem_id="collect-suggest")
         with gr.Column(scale=1):
             per_class = gr.Slider(5, 500, value=100, step=5, label="Images per class", elem_id="collect-per-class")
             with gr.Accordion("Search filters", open=False):
@@ -155,8 +197,11 @@ def build(bar) -> None:
     galleries = [gr.Gallery(visible=False, columns=10, height=220, elem_id=f"collect-gallery-{i}")
                  for i in range(SLOTS)]
 
-    classes.change(preview_queries, classes, queries, api_visibility="private")
-    run = start_btn.click(start, [bar.dataset, classes, per_class, safesearch, size, type_image, layout,
+    suggest_btn.click(suggest_queries, [classes, queries], queries, api_name="suggest_queries")
+    # Also on leaving the box, not on every keystroke: a late reply must not undo an edit in Queries.
+    classes.blur(suggest_queries, [classes, queries], queries, api_name="suggest_queries_on_blur",
+                 api_visibility="private")
+    run = start_btn.click(start, [bar.dataset, classes, queries, per_class, safesearch, size, type_image, layout,
                                   license_image], [cancel, summary] + galleries, api_name="collect",
                           concurrency_limit=4, concurrency_id="collect")
     bar.refresh_after(run)

@@ -1,4 +1,10 @@
-"""CLI for collecting: `collect --dataset NAME --label L (--query Q [--max N] | --urls FILE) [--json]`.
+"""CLI for collecting images for one label.
+
+    collect --dataset NAME --label L (--query Q | --queries "Q1 | Q2" | --urls FILE) [--max N] [--json]
+
+`--query Q` searches Q plus a few variations of the label ("<label> photo",
+"<label> close up"); `--queries` searches exactly the queries given, the same
+`a | b | c` format the Collect tab's Queries box uses.
 
 The dataset is created when missing (collecting is how most datasets start),
 and so is the label. Progress goes to stderr, the result to stdout. Ctrl-C
@@ -19,9 +25,11 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (created if missing)")
     p.add_argument("--label", required=True, help="the class these images show (created if missing)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--query", help="what to search for (the label plus variations are searched too)")
+    src.add_argument("--query", help="what to search for; '<label> photo' and '<label> close up' are searched too")
+    src.add_argument("--queries", metavar="'Q1 | Q2 | ...'",
+                     help="exactly these searches, separated by '|' (no variations added)")
     src.add_argument("--urls", metavar="FILE", help="a text file with one image URL per line ('-' for stdin)")
-    p.add_argument("--max", type=int, default=None, help="images to store (default: 100 for --query, all URLs for --urls)")
+    p.add_argument("--max", type=int, default=None, help="images to store (default: 100 for a search, all URLs for --urls)")
     p.add_argument("--safesearch", default="moderate", choices=("on", "moderate", "off"))
     p.add_argument("--license", dest="license_image", default=None, help="license filter, e.g. Public, Share, Modify")
     p.add_argument("--size", default=None, help="Small, Medium, Large or Wallpaper")
@@ -56,15 +64,21 @@ def _progress(quiet: bool):
 
 def cmd_collect(a) -> int:
     from dragonclf.collect import collect
+    from dragonclf.search import split_queries
     from dragonclf.store import Store
 
     filters = {"safesearch": a.safesearch, "license_image": a.license_image, "size": a.size,
                "type_image": a.type_image, "layout": a.layout}
+    queries = None
+    if a.queries is not None:  # checked before the dataset is created: a typo leaves nothing behind
+        queries = split_queries(a.queries)
+        if not queries:
+            raise DragonError("--queries needs at least one search, e.g. --queries 'red fox | fox in snow'")
     store = Store.open(a.dataset, create=True)
     urls = _read_urls(a.urls) if a.urls else None
     max_images = a.max if a.max is not None else (None if urls is not None else 100)
-    report = collect(store, a.label, query=a.query, urls=urls, max_images=max_images, filters=filters,
-                     progress=_progress(a.quiet or a.json))
+    report = collect(store, a.label, query=a.query, queries=queries, urls=urls, max_images=max_images,
+                     filters=filters, progress=_progress(a.quiet or a.json))
     if not (a.quiet or a.json):
         print(file=sys.stderr)
     emit(report.as_dict(), a.json, lambda r: _summary(report))
