@@ -79,3 +79,29 @@ def test_bad_query_lines_are_refused_before_anything_runs(client, web, queries, 
         client.predict("dragons", "fish", queries, 5, *FILTERS, api_name="/collect")
     assert calls == [] and sum(server.hits.values()) == 0
     assert Store.open("dragons").status()["labels"] == {}
+
+
+NINE = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+
+
+def test_more_classes_than_galleries_are_all_collected_and_all_shown(client, monkeypatch):
+    monkeypatch.setenv("DRAGONCLF_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("DRAGONCLF_SEARCH_ENGINE", "fake_search:engine")
+    photos = real_photos()
+    with LoopbackServer() as server:
+        paths = {label: [f"/{label}/{i}.webp" for i in range(5)] for label in NINE}
+        for n, label in enumerate(NINE):
+            for i in range(5):
+                server.add_file(f"/{label}/{i}.webp", photos[n * 5 + i])
+        fake_search.configure(server, paths)
+        Store.open("many", create=True)
+        summary, *galleries = client.predict("many", "\n".join(NINE), "", 5, *FILTERS, api_name="/collect")
+    assert Store.open("many").status()["labels"] == {label: 5 for label in NINE}
+    assert "Done." in summary and "9 classes, 8 galleries" in summary and "(hotel, india)" in summary
+    assert all(f"| {label} | 5 |" in summary for label in NINE)
+    assert len(galleries) == 8
+    assert [g["label"] for g in galleries] == NINE[:7] + ["Other classes: hotel, india"]
+    assert [len(g["value"]) for g in galleries] == [5] * 7 + [10]
+    # the shared last gallery: both classes, each picture captioned with its class
+    assert sorted(item["caption"].split(" · ")[0] for item in galleries[-1]["value"]) == ["hotel"] * 5 + ["india"] * 5
+    assert all(" · " not in item["caption"] for item in galleries[0]["value"])

@@ -13,7 +13,7 @@ from dragonclf.store import Store
 from ui.common import gen_errors, servable, ui_errors
 
 TITLE = "Collect"
-SLOTS = 8  # galleries shown, one per class
+SLOTS = 8  # galleries on the page; past that many classes the last one shows the rest together
 GALLERY_MAX = 40
 
 
@@ -84,6 +84,21 @@ def suggest_queries(classes_text: str, queries_text: str) -> str:
     return "\n".join(lines + stray)
 
 
+def gallery_groups(labels: list[str]) -> list[list[str]]:
+    """The classes each gallery shows: one each, or, past SLOTS classes, the rest together in the last."""
+    if len(labels) <= SLOTS:
+        return [[label] for label in labels]
+    return [[label] for label in labels[:SLOTS - 1]] + [labels[SLOTS - 1:]]
+
+
+def _gallery_note(labels: list[str]) -> str:
+    groups = gallery_groups(labels)
+    if len(groups[-1]) < 2:
+        return ""
+    return (f"\n\n{len(labels)} classes, {SLOTS} galleries: every class is collected; the last gallery shows "
+            f"the other {len(groups[-1])} together ({', '.join(groups[-1])}), each picture captioned with its class.")
+
+
 def _summary(reports, running: str | None) -> str:
     rows = ["| class | stored | duplicates | conflicts | refused |", "|---|---|---|---|---|"]
     for r in reports:
@@ -123,12 +138,14 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
             events.put(("done", None, None))
 
     labels = [label for label, _ in classes]
-    shown: dict[str, list] = {label: [] for label in labels}
+    note = _gallery_note(labels)
+    shown: dict[str, list] = {label: [] for label in labels}  # label -> [(order, file, caption)]
     worker = threading.Thread(target=work, daemon=True, name="collect")
     worker.start()
     running = labels[0]
+    seq = 0  # arrival order: each gallery shows the newest first
     try:
-        yield [cancel, _summary([], running)] + _galleries(labels, shown)
+        yield [cancel, _summary([], running) + note] + _galleries(labels, shown)
         done = False
         while not done:
             try:
@@ -143,10 +160,12 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
                     progress(a, desc=b)
                     running = b.split(":")[0] if b else running
                 elif kind == "item" and b.path and b.outcome in ("added",):
-                    shown.setdefault(a, []).insert(0, (servable(b.path), b.title or b.url[-60:]))
+                    seq += 1
+                    shown.setdefault(a, []).append((seq, servable(b.path), b.title or b.url[-60:]))
                 elif kind == "done":
                     done = True
-            yield [cancel, _summary(result.get("reports", []), None if done else running)] + _galleries(labels, shown)
+            yield ([cancel, _summary(result.get("reports", []), None if done else running) + note]
+                   + _galleries(labels, shown))
     finally:
         cancel.set()  # Stop, a closed tab or an error: the worker ends at its next check
     if "error" in result:
@@ -155,11 +174,20 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
 
 def _galleries(labels, shown):
     out = []
+    groups = gallery_groups(labels)
     for i in range(SLOTS):
-        if i < len(labels):
-            out.append(gr.update(visible=True, label=labels[i], value=shown.get(labels[i], [])[:GALLERY_MAX]))
-        else:
+        if i >= len(groups):
             out.append(gr.update(visible=False, value=[]))
+            continue
+        group = groups[i]
+        newest = sorted(((seq, label, f, cap) for label in group for seq, f, cap in shown.get(label, [])),
+                        reverse=True)[:GALLERY_MAX]
+        if len(group) == 1:
+            value, title = [(f, cap) for _, _, f, cap in newest], group[0]
+        else:
+            value = [(f, f"{label} · {cap}") for _, label, f, cap in newest]
+            title = f"Other classes: {', '.join(group)}"
+        out.append(gr.update(visible=True, label=title, value=value))
     return out
 
 
