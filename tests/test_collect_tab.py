@@ -1,11 +1,18 @@
 """The Collect tab through its API: classes and their queries in, images stored per class, summary out."""
 
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
 import pytest
 from gradio_client.exceptions import AppError
 
 import fake_search
 from dragonclf.store import Store
 from httpserver import LoopbackServer, real_photos
+from test_collect import assert_consistent
 
 FILTERS = ("moderate", "", "", "", "")  # safesearch, size, type, layout, license
 
@@ -105,3 +112,96 @@ def test_more_classes_than_galleries_are_all_collected_and_all_shown(client, mon
     # the shared last gallery: both classes, each picture captioned with its class
     assert sorted(item["caption"].split(" · ")[0] for item in galleries[-1]["value"]) == ["hotel"] * 5 + ["india"] * 5
     assert all(" · " not in item["caption"] for item in galleries[0]["value"])
+
+
+# --- Stop and a closed tab: the worker ends promptly, nothing half-written, a rerun continues
+
+
+def collect_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "collect" and t.is_alive()]
+
+
+@pytest.fixture
+def slow_web(monkeypatch):
+    """60 real photos behind 0.5 s of latency: a collection takes seconds, so there is time to stop it."""
+    monkeypatch.setenv("DRAGONCLF_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("DRAGONCLF_SEARCH_ENGINE", "fake_search:engine")
+    with LoopbackServer(latency=0.5) as server:
+        paths = [f"/slow/{i}.webp" for i in range(60)]
+        for p, f in zip(paths, real_photos()[:60]):
+            server.add_file(p, f)
+        calls = fake_search.configure(server, {"fish": paths})
+        yield server, calls
+
+
+def wait_for_images(folder: Path, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("*.jpg"))) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} images arrived in {timeout} s"
+        time.sleep(0.05)
+
+
+def assert_ends_and_reruns(home, server, calls, client):
+    """The worker is gone within seconds, the store is whole, and Start again tops up from the cache."""
+    t = time.monotonic()
+    while collect_threads():
+        assert time.monotonic() - t < 10, "the collection kept running after its tab stopped it"
+        time.sleep(0.05)
+    hits = sum(server.hits.values())
+    time.sleep(1.0)
+    assert sum(server.hits.values()) == hits  # nothing fetched after the end
+
+    store = Store.open("dragons")
+    assert_consistent(store)
+    first = {r.source for r in store.images(label="fish")}
+    assert 3 <= len(first) < 60
+
+    calls.clear()
+    summary = client.predict("dragons", "fish", "", 60, *FILTERS, api_name="/collect")[0]
+    assert calls == []  # the search came from the cache
+    assert "Done." in summary and f"| fish | {60 - len(first)} | 0 | 0 | 0 |" in summary
+    rows = store.images(label="fish")
+    assert len(rows) == 60 == len({r.source for r in rows})
+    assert all(server.hits[s.split(str(server.port), 1)[1]] == 1 for s in first)  # not fetched again
+    assert_consistent(store)
+
+
+def test_stop_ends_the_collection_and_start_again_continues(client, slow_web, home):
+    server, calls = slow_web
+    Store.open("dragons", create=True)
+    job = client.submit("dragons", "fish", "", 60, *FILTERS, api_name="/collect")
+    wait_for_images(home / "datasets" / "dragons" / "fish", 3)
+    message = client.predict(api_name="/stop_collect")
+    assert "Start again continues" in message
+    assert_ends_and_reruns(home, server, calls, client)
+    assert job.done()
+
+
+def test_closed_tab_stops_the_collection(client, slow_web, home, app_url):
+    """A browser tab is a session with an event stream; closing it drops that stream and nothing else."""
+    server, calls = slow_web
+    Store.open("dragons", create=True)
+    fn_index = next(d["id"] for d in client.config["dependencies"] if d.get("api_name") == "collect")
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=app_url, timeout=30) as http:
+        joined = http.post("gradio_api/queue/join", json={
+            "data": ["dragons", "fish", "", 60, *FILTERS], "fn_index": fn_index, "session_hash": session,
+            "event_data": None, "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+        folder = home / "datasets" / "dragons" / "fish"
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():  # read as a browser does, until a few images are in
+                assert "process_completed" not in line, line[:300]
+                if len(list(folder.glob("*.jpg"))) >= 3:
+                    break
+        # leaving the `with` closes the connection, as closing the tab does
+    assert_ends_and_reruns(home, server, calls, client)
+
+
+def test_cancelled_job_stops_the_collection(client, slow_web, home):
+    server, calls = slow_web
+    Store.open("dragons", create=True)
+    job = client.submit("dragons", "fish", "", 60, *FILTERS, api_name="/collect")
+    wait_for_images(home / "datasets" / "dragons" / "fish", 3)
+    job.cancel()
+    assert_ends_and_reruns(home, server, calls, client)
