@@ -1,5 +1,6 @@
 """The Collect tab through its API: classes and their queries in, images stored per class, summary out."""
 
+import re
 import threading
 import time
 import uuid
@@ -171,6 +172,14 @@ def test_stop_ends_the_collection_and_start_again_continues(client, slow_web, ho
     Store.open("dragons", create=True)
     job = client.submit("dragons", "fish", "", 60, *FILTERS, api_name="/collect")
     wait_for_images(home / "datasets" / "dragons" / "fish", 3)
+    # while it runs, the summary names the class and counts what is stored so far, and its gallery grows
+    deadline = time.monotonic() + 10
+    while not any(re.search(r"\| fish \| [1-9]", out[0]) for out in job.outputs()):
+        assert time.monotonic() < deadline, job.outputs()[-1][0]
+        time.sleep(0.1)
+    running = next(out for out in job.outputs() if re.search(r"\| fish \| [1-9]", out[0]))
+    assert running[0].startswith("Collecting **fish**…") and "stored so far" in running[0]
+    assert running[1]["value"]
     message = client.predict(api_name="/stop_collect")
     assert "Start again continues" in message
     assert_ends_and_reruns(home, server, calls, client)

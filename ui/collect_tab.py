@@ -7,7 +7,7 @@ import threading
 
 import gradio as gr
 
-from dragonclf.collect import collect_classes, combine
+from dragonclf.collect import CollectReport, collect_classes, combine
 from dragonclf.search import query_variations, split_queries
 from dragonclf.store import Store
 from ui.common import gen_errors, servable, ui_errors
@@ -106,7 +106,9 @@ def _summary(reports, running: str | None) -> str:
         rows.append(f"| {r.label} | {r.stored} | {r.duplicates} | {r.conflicts} | {refused} |")
     total = combine(reports) if reports else None
     head = f"Collecting **{running}**…" if running else ("Stopped." if total and total["cancelled"] else "Done.")
-    if total:
+    if total and running:
+        head += f" {total['stored']} stored so far."
+    elif total:
         head += f" {total['stored']} stored in {total['seconds']:.0f} s."
     return head + "\n\n" + "\n".join(rows)
 
@@ -143,9 +145,10 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
     worker = threading.Thread(target=work, daemon=True, name="collect")
     worker.start()
     running = labels[0]
+    live = {label: CollectReport(label) for label in labels}  # counts as items arrive; the reports replace them
     seq = 0  # arrival order: each gallery shows the newest first
     try:
-        yield [cancel, _summary([], running) + note] + _galleries(labels, shown)
+        yield [cancel, _summary([live[labels[0]]], running) + note] + _galleries(labels, shown)
         done = False
         while not done:
             try:
@@ -158,18 +161,33 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
             for kind, a, b in batch:
                 if kind == "progress":
                     progress(a, desc=b)
-                    running = b.split(":")[0] if b else running
-                elif kind == "item" and b.path and b.outcome in ("added",):
-                    seq += 1
-                    shown.setdefault(a, []).append((seq, servable(b.path), b.title or b.url[-60:]))
+                    running = labels[min(int(a * len(labels)), len(labels) - 1)]  # each class has an equal share
+                elif kind == "item":
+                    _count(live[a], b)
+                    if b.outcome == "added" and b.path:
+                        seq += 1
+                        shown[a].append((seq, servable(b.path), b.title or b.url[-60:]))
                 elif kind == "done":
                     done = True
-            yield ([cancel, _summary(result.get("reports", []), None if done else running) + note]
-                   + _galleries(labels, shown))
+            so_far = [live[label] for label in labels[:labels.index(running) + 1]]
+            reports = result.get("reports") if done else so_far
+            yield [cancel, _summary(reports or [], None if done else running) + note] + _galleries(labels, shown)
     finally:
         cancel.set()  # Stop, a closed tab or an error: the worker ends at its next check
     if "error" in result:
         raise result["error"]
+
+
+def _count(report: CollectReport, item) -> None:
+    """Tally one finished URL the way collect() does, for the summary while it runs."""
+    if item.outcome == "added":
+        report.stored += 1
+    elif item.outcome == "duplicate":
+        report.duplicates += 1
+    elif item.outcome == "conflict":
+        report.conflicts += 1
+    elif item.outcome == "refused":
+        report.refused[item.reason or "unreadable"] += 1
 
 
 def _galleries(labels, shown):
