@@ -80,12 +80,14 @@ def test_start_searches_exactly_the_edited_queries(client, web):
     ("fish:  |  ", "no searches for 'fish'"),
     ("fish photo", "line 1"),
     ("fish: a\nfish: b", "'fish' has two lines"),
+    ("", "'fish' listed twice"),
 ])
 def test_bad_query_lines_are_refused_before_anything_runs(client, web, queries, message):
     server, calls = web
     Store.open("dragons", create=True)
+    classes = "fish\n fish " if "twice" in message else "fish"
     with pytest.raises(AppError, match=message):
-        client.predict("dragons", "fish", queries, 5, *FILTERS, api_name="/collect")
+        client.predict("dragons", classes, queries, 5, *FILTERS, api_name="/collect")
     assert calls == [] and sum(server.hits.values()) == 0
     assert Store.open("dragons").status()["labels"] == {}
 

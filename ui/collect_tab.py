@@ -10,7 +10,7 @@ import gradio as gr
 from dragonclf.collect import CollectReport, collect_classes, combine
 from dragonclf.search import query_variations, split_queries
 from dragonclf.store import Store
-from ui.common import gen_errors, servable, ui_errors
+from ui.common import gen_errors, log, servable, ui_errors
 
 TITLE = "Collect"
 SLOTS = 8  # galleries on the page; past that many classes the last one shows the rest together
@@ -52,6 +52,9 @@ def plan(classes_text: str, queries_text: str) -> list[tuple[str, list[str] | st
     classes = parse_classes(classes_text)
     if not classes:
         raise gr.Error("Type at least one class name (one per line).")
+    twice = sorted({label for label, _ in classes if [c for c, _ in classes].count(label) > 1})
+    if twice:
+        raise gr.Error(f"Classes: {', '.join(map(repr, twice))} listed twice; keep one line per class.")
     edited = parse_query_lines(queries_text)
     unknown = [label for label in edited if label not in {c for c, _ in classes}]
     if unknown:
@@ -165,8 +168,13 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
                 elif kind == "item":
                     _count(live[a], b)
                     if b.outcome == "added" and b.path:
+                        try:
+                            picture = servable(b.path)
+                        except OSError as e:  # moved or trashed meanwhile: it is stored all the same
+                            log.warning("not showing %s in the Collect gallery: %s", b.path, e)
+                            continue
                         seq += 1
-                        shown[a].append((seq, servable(b.path), b.title or b.url[-60:]))
+                        shown[a].append((seq, picture, b.title or b.url[-60:]))
                 elif kind == "done":
                     done = True
             so_far = [live[label] for label in labels[:labels.index(running) + 1]]
