@@ -153,6 +153,11 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
 
     candidates = _candidates(raw, report, finish)
     done_before = store.url_outcomes()
+    # An image stored by a run killed before it could record the URL is finished too: its row says so.
+    for row in store.images(status=None):
+        if row.source and row.source not in done_before and row.origin == "url":
+            store.mark_url(row.source, "added")
+            done_before[row.source] = ("added", None)
     todo = []
     already_stored = 0
     for c in candidates:

@@ -214,6 +214,19 @@ def test_stop_then_rerun_continues_without_duplicates(allow_loopback):
         assert_consistent(store)
 
 
+def test_an_image_stored_before_its_url_was_recorded_is_not_fetched_again(server, allow_loopback):
+    """A kill can land between storing an image and recording its URL; the manifest row is enough."""
+    photos = real_photos()
+    urls = [server.add_file(f"/r{i}.webp", f) for i, f in enumerate(photos[:3])]
+    store = Store.open("web", create=True)
+    store.add_label("birds")
+    store.ingest(photos[0].read_bytes(), "birds", {"origin": "url", "source": urls[0]})  # no mark_url
+    report = collect(store, "birds", urls=urls, cfg=QUICK)
+    assert (report.skipped, report.stored, report.duplicates) == (1, 2, 0)
+    assert server.hits["/r0.webp"] == 0 and server.hits["/r1.webp"] == 1
+    assert len(store.images(label="birds")) == 3
+
+
 def run_cli(home, *args, extra_env=None, **kw):
     env = {**os.environ, "DRAGONCLF_HOME": str(home), "DRAGONCLF_ALLOW_PRIVATE_URLS": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "dragonclf", *args], cwd=REPO, env=env,
@@ -321,12 +334,15 @@ def test_kill_9_leaves_no_partial_files_and_a_rerun_finishes(home, tmp_path):
 
         store = Store.open("k")  # opening recovers what the kill interrupted
         assert_consistent(store)
+        recovered = len(store.images(label="kill"))
+        assert recovered >= stored_before - 4  # at most the ingests in flight (4 threads) were rolled back
         rerun = run_cli(home, "collect", "--dataset", "k", "--label", "kill", "--urls", str(listing), "--json")
         out, err = rerun.communicate(timeout=60)
         assert rerun.returncode == 0, err
         result = json.loads(out)
-        assert result["skipped"] >= stored_before - 1  # at most the one being marked when killed is redone
-        assert result["stored"] + result["skipped"] + result["duplicates"] == 60
+        # every image the killed run stored is skipped, even one killed before its URL was recorded
+        assert result["skipped"] == recovered and result["duplicates"] == 0
+        assert result["stored"] == 60 - recovered
         store.close()
         store = Store.open("k")
         assert len(store.images(label="kill")) == 60
