@@ -10,7 +10,9 @@ never leaves a half-written model where `list_models` looks.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,6 +25,7 @@ from dragonclf import config
 from dragonclf.errors import DragonError
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 def dataset_dir(dataset: str) -> Path:
@@ -39,12 +42,21 @@ def now_iso() -> str:
 
 @contextmanager
 def staging(dataset: str, model_id: str):
-    """Yield an empty temp folder; on success it becomes the model folder."""
+    """Yield an empty temp folder; on success it becomes the model folder.
+
+    While it is being written, the folder's lock file `.tmp-<id>.lock` is held
+    with flock, so `clean_stale_staging` can tell a live staging folder from
+    one a killed process left behind. The lock is taken before the folder
+    exists: a cleaner that sees the folder also sees its owner's lock.
+    """
     parent = dataset_dir(dataset)
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{model_id}"
-    tmp.mkdir()
+    lock_path = parent / f".tmp-{model_id}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh, unique file: nobody else holds it
+        tmp.mkdir()
         yield tmp
         if not (tmp / "model.json").is_file():
             raise DragonError("internal: a model folder was finished without model.json")
@@ -52,6 +64,51 @@ def staging(dataset: str, model_id: str):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def clean_stale_staging(dataset: str) -> list[str]:
+    """Remove `.tmp-*` staging folders whose writer is gone (kill -9, power loss); return their names.
+
+    A live writer holds the folder's lock file, so a non-blocking flock that
+    succeeds proves the folder is orphaned. Folders from before these lock
+    files have none; creating one and locking it at once shows the same.
+    """
+    d = dataset_dir(dataset)
+    if not d.is_dir():
+        return []
+    removed = []
+    for tmp in sorted(d.glob(".tmp-*")):
+        if not tmp.is_dir() or tmp.name.endswith(".lock"):
+            continue
+        lock_path = tmp.with_name(tmp.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            log.warning("Cannot check staging folder %s: %s", tmp, e)
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a training is writing it right now
+            try:
+                shutil.rmtree(tmp)
+            except FileNotFoundError:
+                continue  # its writer finished (renamed or removed it) after we listed it
+            except OSError as e:
+                log.warning("Could not remove the unfinished model folder %s: %s", tmp, e)
+                continue
+            finally:
+                lock_path.unlink(missing_ok=True)
+            removed.append(tmp.name)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("Removed %d unfinished model folder(s) of %r left by an interrupted training: %s",
+                 len(removed), dataset, ", ".join(removed))
+    return removed
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -104,6 +161,7 @@ def list_models(dataset: str) -> list[dict]:
     d = dataset_dir(dataset)
     if not d.is_dir():
         return out
+    clean_stale_staging(dataset)
     for sub in d.iterdir():
         if sub.name.startswith(".") or not (sub / "model.json").is_file():
             continue
@@ -137,42 +195,32 @@ def export_onnx(model, size: int, path: Path) -> None:
             )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def training_lock(dataset: str):
     """One training per dataset at a time, across threads and processes.
 
-    A lock file created with O_EXCL; one left by a process that died is taken over.
+    An exclusive, non-blocking flock on `.train.lock`, held open for the whole
+    training. The kernel drops it when the process ends, however it ends
+    (kill -9 included), so no stale lock survives a crash or a restart, and
+    there is no window between creating the file and claiming it. Each call
+    opens the file afresh, so two threads of one process exclude each other
+    too. The file stays on disk (deleting it would let a waiting opener lock
+    an orphaned inode); the PID inside is only for the message.
     """
     d = dataset_dir(dataset)
     d.mkdir(parents=True, exist_ok=True)
-    lock = d / ".train.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid):
-                raise DragonError(f"A training of dataset {dataset!r} is already running (process {pid}); wait or stop it.") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-    else:
-        raise DragonError(f"Could not take the training lock of dataset {dataset!r}.")
+    path = d / ".train.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise DragonError(f"A training of dataset {dataset!r} is already running{who}; wait or stop it.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        clean_stale_staging(dataset)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock

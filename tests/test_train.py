@@ -15,8 +15,17 @@ from ml_fixtures import SIZE, ml_home, photo_items  # noqa: F401 - fixture
 
 
 def _leftovers(dataset="photos"):
+    """What a training left in the models folder besides finished models and the (free) lock file."""
     d = config.models_root() / dataset
-    return [p.name for p in d.iterdir()] if d.is_dir() else []
+    return [p.name for p in d.iterdir() if p.name != ".train.lock"] if d.is_dir() else []
+
+
+def _lock_is_free(dataset="photos") -> bool:
+    try:
+        with modelstore.training_lock(dataset):
+            return True
+    except DragonError:
+        return False
 
 
 def test_fine_tune_writes_a_complete_listed_model(ml_home):
@@ -35,7 +44,7 @@ def test_fine_tune_writes_a_complete_listed_model(ml_home):
     listed = train.list_models("photos")
     assert [m["id"] for m in listed] == [r.model_dir.name]
     assert listed[0]["metrics"]["accuracy"] == meta["metrics"]["accuracy"] and listed[0]["created"]
-    assert not (config.models_root() / "photos" / ".train.lock").exists()
+    assert _lock_is_free()
 
 
 def test_small_cnn_trains_from_scratch_and_predicts(ml_home):
@@ -52,7 +61,7 @@ def test_stop_in_the_first_epoch_saves_nothing(ml_home):
         train.fine_tune(photo_items(per_label=8), dataset="photos", epochs=2, size=SIZE, batch_size=4,
                         progress=lambda f, m: stop.set() if "batch 2/" in m else None, cancel=stop)
     assert train.list_models("photos") == []
-    assert _leftovers() == []  # no temp folder, no lock file
+    assert _leftovers() == [] and _lock_is_free()  # no temp folder, the lock released
 
 
 def test_stop_mid_epoch_keeps_the_last_complete_epoch(ml_home):
@@ -93,12 +102,140 @@ def test_a_second_training_of_the_same_dataset_is_refused(ml_home):
     assert len(train.list_models("photos")) == 1
 
 
-def test_a_stale_lock_from_a_dead_process_is_taken_over(ml_home):
+# ---- the training lock and unfinished model folders, across real processes ----
+
+HOLD_LOCK = """
+import sys, time
+from dragonclf import modelstore
+with modelstore.{what}:
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold_in_child(what: str):
+    """A separate Python process that enters `modelstore.<what>` and waits there until killed."""
+    import subprocess
+    import sys
+
+    from ml_fixtures import REPO
+
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(what=what)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = child.stdout.readline()
+    assert line.strip() == "held", child.stderr.read()[-2000:]
+    return child
+
+
+def _kill_9(child) -> None:
+    import signal
+
+    child.send_signal(signal.SIGKILL)
+    child.wait(30)
+
+
+def test_a_training_in_another_process_is_refused_until_it_is_killed(ml_home):
+    child = _hold_in_child('training_lock("photos")')
+    try:
+        with pytest.raises(DragonError, match=f"already running \\(process {child.pid}\\)"):
+            with modelstore.training_lock("photos"):
+                pass
+        with modelstore.training_lock("other"):  # another dataset is not blocked
+            pass
+    finally:
+        _kill_9(child)
+    # kill -9 runs no cleanup code, yet the kernel released the lock with the process.
+    with modelstore.training_lock("photos"):
+        pass
+
+
+def test_a_lock_file_naming_a_live_pid_does_not_block_a_restarted_app(ml_home):
+    """After a container restart the old lock file may name a PID that is alive again (even our own)."""
+    import os
+
     d = config.models_root() / "photos"
     d.mkdir(parents=True)
-    (d / ".train.lock").write_text("999999999")
+    (d / ".train.lock").write_text(str(os.getpid()))
     with modelstore.training_lock("photos"):
-        assert (d / ".train.lock").read_text() == str(__import__("os").getpid())
+        assert (d / ".train.lock").read_text() == str(os.getpid())
+
+
+def _race(n: int, start_at: float, hold: float):
+    """Try the lock at `start_at` (wall clock); hold it `hold` s if won. Returns "won" or "refused"."""
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        with modelstore.training_lock("photos"):
+            time.sleep(hold)
+            return "won"
+    except DragonError:
+        return "refused"
+
+
+def test_many_threads_starting_together_exactly_one_trains(ml_home):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(5):  # several rounds: the lock file exists from the second round on
+        start_at = time.time() + 0.3
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(lambda n: _race(n, start_at, 0.5), range(16)))
+        assert sorted(outcomes) == ["refused"] * 15 + ["won"], outcomes
+
+
+def test_many_processes_starting_together_exactly_one_trains(ml_home, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from ml_fixtures import REPO
+
+    code = (
+        "import sys, time\n"
+        "from dragonclf import modelstore\n"
+        "from dragonclf.errors import DragonError\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        "try:\n"
+        "    with modelstore.training_lock('photos'):\n"
+        "        time.sleep(1.5)\n"
+        "        print('won')\n"
+        "except DragonError:\n"
+        "    print('refused')\n"
+    )
+    start_at = time.time() + 4  # every process has imported dragonclf by then
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(start_at)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    outcomes = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        outcomes.append(out.strip())
+    assert sorted(outcomes) == ["refused"] * 11 + ["won"], outcomes
+
+
+def test_unfinished_model_folders_of_killed_trainings_are_cleaned_live_ones_kept(ml_home):
+    d = config.models_root() / "photos"
+    d.mkdir(parents=True)
+    # Left by a kill -9 before staging folders had lock files: a half-written export.
+    old = d / ".tmp-20260101-000000-finetune-mobilenet_v2-dead"
+    old.mkdir()
+    (old / "export.pkl").write_bytes(b"half a pickle")
+    # A staging folder being written by another, live process.
+    child = _hold_in_child('staging("photos", "20260101-000001-quick-efficientnet_lite0-live")')
+    live = d / ".tmp-20260101-000001-quick-efficientnet_lite0-live"
+    try:
+        assert live.is_dir()
+        assert train.list_models("photos") == []  # listing cleans
+        assert not old.exists() and live.is_dir()
+        with modelstore.training_lock("photos"):  # so does starting a training
+            assert live.is_dir()
+    finally:
+        _kill_9(child)
+    assert live.is_dir()  # kill -9: nothing of the child's own cleanup ran
+    with modelstore.training_lock("photos"):
+        assert not live.exists()
+    assert _leftovers() == []
 
 
 @pytest.mark.parametrize("case,msg", [
