@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,7 +21,7 @@ from typing import Callable
 
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
-from dragonclf.names import clean_display
+from dragonclf.names import NameClash, clean_display, is_doc
 from dragonclf.store import IngestResult, Label, Store
 
 ZIP_MAX_TOTAL = 4 * 1024**3  # declared uncompressed size of a whole zip
@@ -34,7 +35,8 @@ class ImportReport:
     conflicts: int = 0
     rejected: Counter = field(default_factory=Counter)
     items: list[dict] = field(default_factory=list)  # one per file: source, label, outcome, reason
-    ignored: list[str] = field(default_factory=list)  # documentation beside the images (README, manifest.csv)
+    ignored: list[str] = field(default_factory=list)  # documentation beside the images (README, manifest.csv), hidden files
+    messages: list[str] = field(default_factory=list)  # sentences for people, once each (e.g. two folders, one label)
 
     def count(self, source: str, label: str | None, res: IngestResult) -> None:
         if res.outcome == "added":
@@ -51,6 +53,10 @@ class ImportReport:
     def refuse(self, source: str, label: str | None, reason: str, detail: str) -> None:
         self.count(source, label, IngestResult("refused", None, reason, detail))
 
+    def tell(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
+
     def as_dict(self) -> dict:
         return {"added": self.added, "duplicates": self.duplicates, "conflicts": self.conflicts,
                 "rejected": dict(sorted(self.rejected.items()))}
@@ -61,7 +67,7 @@ class ImportReport:
             parts.append("refused: " + ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items())))
         if self.ignored:
             parts.append(f"not images, left out: {', '.join(self.ignored)}")
-        return "; ".join(parts)
+        return "; ".join(parts + self.messages)
 
 
 Progress = Callable[[float, str], None]
@@ -84,6 +90,8 @@ def import_path(store: Store, src: str | os.PathLike, label: str | None = None, 
         raise DragonError(f"{src} does not exist")
     if src.is_file() and zipfile.is_zipfile(src):
         return import_zip(store, src, label, cfg, progress, cancel)
+    if src.is_file() and src.suffix.lower() == ".zip":
+        raise DragonError(f"{src.name} is not a zip file (damaged, cut short, or another kind of file); nothing imported")
     if src.is_file():
         if not label:
             raise DragonError("importing a single file needs a label")
@@ -96,7 +104,7 @@ def _plan_folder(src: Path, label: str | None, report: ImportReport) -> list[tup
     plan = []
     entries = sorted(src.iterdir())
     for e in entries:
-        if e.name.startswith("."):
+        if _left_out(e, src, report):
             continue
         if e.is_symlink():
             report.refuse(str(e), label, "symlink", "symbolic links are not followed")
@@ -115,7 +123,7 @@ def _plan_folder(src: Path, label: str | None, report: ImportReport) -> list[tup
                 report.refuse(str(e), None, "bad-label-name", str(err))
                 continue
             for f in sorted(e.iterdir()):
-                if f.name.startswith("."):
+                if _left_out(f, src, report):
                     continue
                 if f.is_symlink():
                     report.refuse(str(f), name, "symlink", "symbolic links are not followed")
@@ -126,13 +134,33 @@ def _plan_folder(src: Path, label: str | None, report: ImportReport) -> list[tup
     return plan
 
 
+def _left_out(p: Path, top: Path, report: ImportReport) -> bool:
+    """Hidden files and documentation (README, LICENSE, manifest.csv) are not images: listed as ignored."""
+    if p.name.startswith(".") or (is_doc(p.name) and not p.is_dir()):
+        report.ignored.append(str(p.relative_to(top)))
+        return True
+    return False
+
+
+def _label_or_refuse(store: Store, name: str, source: str, report: ImportReport) -> Label | None:
+    """The label for `name`, created if new; None (file refused) when its folder belongs to another label."""
+    try:
+        return _label_for(store, name)
+    except NameClash as err:
+        report.refuse(source, name, "label-clash", str(err))
+        report.tell(f"files under {name!r} not imported: {err}")
+        return None
+
+
 def import_folder(store, src: Path, label=None, cfg=IngestConfig(), progress=None, cancel=None) -> ImportReport:
     report = ImportReport()
     plan = _plan_folder(src, label, report)
     for i, (path, name) in enumerate(plan):
         if cancel is not None and cancel.is_set():
             break
-        lab = _label_for(store, name)
+        lab = _label_or_refuse(store, name, str(path), report)
+        if lab is None:
+            continue
         res = _ingest_file(store, path, lab, {"origin": "import", "source": str(path)}, cfg)
         report.count(str(path), lab.display, res)
         if progress:
@@ -189,8 +217,8 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
     report = ImportReport()
     try:
         zf = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DragonError(f"{src.name} is not a readable zip ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise DragonError(f"{src.name} is not a readable zip ({e}); nothing imported") from None
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         declared = sum(i.file_size for i in infos)
@@ -204,18 +232,19 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
                 continue
             parts = PurePosixPath(info.filename).parts
             if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-                continue  # hidden files and macOS resource forks: never images
+                report.ignored.append(info.filename)  # hidden files and macOS resource forks: never images
+                continue
             entries.append((info, parts))
         # A zip of a single folder that holds the label folders: look inside it.
         tops = {parts[0] for _, parts in entries if len(parts) > 1}
-        if not label and len(tops) == 1 and all(len(p) >= 3 or _is_doc(p[-1]) for _, p in entries if len(p) > 1):
+        if not label and len(tops) == 1 and all(len(p) >= 3 or is_doc(p[-1]) for _, p in entries if len(p) > 1):
             entries = [(i, p[1:]) for i, p in entries if len(p) > 1]
         # Our own dataset export: manifest.csv carries each image's provenance; keep it.
         provenance = _manifest_provenance(zf, entries, cfg)
         kept = []
         for info, parts in entries:
-            if len(parts) == 1 and _is_doc(parts[0]):
-                report.ignored.append(parts[0])
+            if is_doc(parts[-1]) and len(parts) <= (1 if label else 2):
+                report.ignored.append("/".join(parts))
             else:
                 kept.append((info, parts))
         entries = kept
@@ -238,9 +267,13 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
                 except DragonError as err:
                     report.refuse(source, None, "bad-label-name", str(err))
                     continue
-            with zf.open(info) as f:
-                data = f.read(cfg.max_bytes + 1)  # never trust the declared size alone
-            lab = _label_for(store, name)
+            data, problem = _read_entry(zf, info, cfg)
+            if problem:
+                report.refuse(source, name, *problem)
+                continue
+            lab = _label_or_refuse(store, name, source, report)
+            if lab is None:
+                continue
             prov = provenance.get("/".join(parts)) or {"origin": "import", "source": source}
             res = store.ingest(data, lab.display, prov, cfg)
             report.count(source, lab.display, res)
@@ -249,9 +282,15 @@ def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, 
     return report
 
 
-def _is_doc(name: str) -> bool:
-    return name.lower() in ("manifest.csv", "readme.md", "readme", "readme.txt", "attribution.md", "license",
-                            "license.txt")
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cfg: IngestConfig) -> tuple[bytes, tuple[str, str] | None]:
+    """One entry's bytes, or a refusal when it is damaged (bad CRC, lying sizes), encrypted or unsupported."""
+    try:
+        with zf.open(info) as f:
+            return f.read(cfg.max_bytes + 1), None  # never trust the declared size alone
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        return b"", ("corrupt-zip-entry", f"this entry of the zip is damaged ({e})")
+    except (RuntimeError, NotImplementedError) as e:  # encrypted, or a compression method zipfile lacks
+        return b"", ("unreadable-zip-entry", f"this entry of the zip cannot be read ({e})")
 
 
 def _manifest_provenance(zf: zipfile.ZipFile, entries, cfg: IngestConfig) -> dict[str, dict]:
@@ -264,8 +303,10 @@ def _manifest_provenance(zf: zipfile.ZipFile, entries, cfg: IngestConfig) -> dic
     info = next((i for i, parts in entries if parts == ("manifest.csv",)), None)
     if info is None:
         return {}
-    with zf.open(info) as f:
-        text = f.read(cfg.max_bytes).decode("utf-8", errors="replace")
+    data, problem = _read_entry(zf, info, cfg)
+    if problem:
+        return {}  # a damaged manifest: the images still come in, with the zip as their source
+    text = data.decode("utf-8", errors="replace")
     out = {}
     for row in csv.DictReader(io.StringIO(text)):
         if row.get("path"):

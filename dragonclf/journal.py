@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from dragonclf.errors import DragonError
+from dragonclf.names import NameClash
 
 TRASH = ".trash"
 EDIT_ACTIONS = ("relabel", "trash", "restore", "keep", "unkeep")
@@ -50,6 +51,8 @@ class Journal:
                     raise DragonError("relabel needs a label")
                 try:
                     targets[d.label] = self.label(d.label).folder
+                except NameClash:
+                    raise  # "cat" when "Cat" exists: say so, never merge or create
                 except DragonError:
                     if not create_labels:
                         raise DragonError(

@@ -48,6 +48,25 @@ def folder_for(display: str) -> str:
     return slug
 
 
+class NameClash(DragonError):
+    """A new display name whose folder already belongs to another label."""
+
+
+def clash_message(display: str, folder: str, taken_by: str) -> str:
+    return (f"label {display!r} would share the folder {folder!r} with the label {taken_by!r}; "
+            f"use {taken_by!r} or choose another name")
+
+
+# Files that travel beside images and are not images: attribution and our own manifests.
+_DOC_STEMS = ("README", "LICENSE", "LICENCE", "ATTRIBUTION", "CREDITS", "COPYING", "NOTICE", "AUTHORS")
+_OWN_FILES = ("manifest.csv", "manifest.sqlite", "manifest.sqlite-wal", "manifest.sqlite-shm")
+
+
+def is_doc(name: str) -> bool:
+    """README / LICENSE / ATTRIBUTION ... (any extension) and manifest files: kept aside, never imported."""
+    return name.split(".")[0].upper() in _DOC_STEMS or name.lower() in _OWN_FILES
+
+
 def check_dataset_name(name: str) -> str:
     """Dataset names are folder names already: letters, digits, '_', '-', '.'."""
     name = (name or "").strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from dragonclf.errors import DragonError
+from dragonclf.names import is_doc
 
 
 class Rescan:
@@ -27,7 +28,7 @@ class Rescan:
         for d in sorted(self.root.iterdir()):
             if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
                 continue
-            files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not _is_doc(p.name))
+            files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not is_doc(p.name))
             loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
             if not loose:
                 continue
@@ -74,8 +75,3 @@ class Rescan:
         report = self.rescan(repair=repair)
         report["ok"] = not report["unknown_files"] and not report["missing"]
         return report
-
-
-def _is_doc(name: str) -> bool:
-    """README / LICENSE files beside images (attribution) are left where they are."""
-    return name.split(".")[0].upper() in ("README", "LICENSE", "LICENCE", "ATTRIBUTION", "CREDITS")

@@ -35,7 +35,7 @@ from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
 from dragonclf.ingest import normalise, phash_distance
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
-from dragonclf.names import check_dataset_name, clean_display, folder_for
+from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
 
 MANIFEST = "manifest.sqlite"
@@ -210,13 +210,24 @@ class Store(Journal, Rescan):
         return [Label(r["display"], r["folder"], r["n"]) for r in rows]
 
     def label(self, name: str) -> Label:
-        """A label by display name or folder name; DragonError if there is none."""
-        row = self._db.execute("SELECT folder, display FROM labels WHERE display=? OR folder=?", (name, name)).fetchone()
+        """A label by its display name (tidied as `clean_display` does); DragonError if there is none.
+
+        A name that is not a label but maps to an existing label's folder (e.g. "cat"
+        when "Cat" exists) is a `NameClash`, never silently the other label.
+        """
+        row = self._db.execute("SELECT folder, display FROM labels WHERE display=?", (name,)).fetchone()
         if row is None:
             try:
-                row = self._db.execute("SELECT folder, display FROM labels WHERE folder=?", (folder_for(name),)).fetchone()
+                tidy = clean_display(name)
+                folder = folder_for(tidy)
             except DragonError:
-                row = None
+                tidy = folder = None
+            if tidy is not None:
+                row = self._db.execute("SELECT folder, display FROM labels WHERE display=?", (tidy,)).fetchone()
+            if row is None and folder is not None:
+                taken = self._db.execute("SELECT folder, display FROM labels WHERE folder=?", (folder,)).fetchone()
+                if taken is not None:
+                    raise NameClash(clash_message(tidy, folder, taken["display"]))
         if row is None:
             raise DragonError(f"label {name!r} does not exist in {self.name!r}; create it first")
         return Label(row["display"], row["folder"])
@@ -230,9 +241,7 @@ class Store(Journal, Rescan):
             if row is not None:
                 if row["display"] == display:
                     return Label(display, folder)
-                raise DragonError(
-                    f"label {display!r} would share the folder {folder!r} with the label {row['display']!r}; choose another name"
-                )
+                raise NameClash(clash_message(display, folder, row["display"]))
             db.execute("INSERT INTO labels VALUES (?,?,?)", (folder, display, time.time()))
         (self.root / folder).mkdir(parents=True, exist_ok=True)
         return Label(display, folder)

@@ -99,6 +99,31 @@ def test_relabel_to_missing_label_is_refused_unless_created(store):
     assert store.image(i).label == "Viserion 🐉" and store.image(i).path.parent.name == "viserion"
 
 
+def test_a_name_whose_folder_belongs_to_another_label_is_refused_everywhere(store, photo_files):
+    from dragonclf.collect import collect
+    from dragonclf.names import NameClash
+
+    store.add_label("Cat")
+    ids = [r.id for r in store.images(label="fishes")[:2]]
+    before = [(r.id, r.folder, r.status) for r in store.images(status=None)]
+    clash = "label 'cat' would share the folder 'cat' with the label 'Cat'; use 'Cat' or choose another name"
+    for create in (False, True):  # relabel (Clean tab, CLI): with or without creating labels
+        with pytest.raises(NameClash) as err:
+            store.apply([Decision(i, "relabel", "cat") for i in ids], create_labels=create)
+        assert str(err.value) == clash
+    with pytest.raises(NameClash, match="'Cat'"):
+        store.ingest(photo_files["renewable"][0].read_bytes(), "CAT")
+    with pytest.raises(NameClash, match="use 'Cat'"):  # collect resolves its label before any search
+        collect(store, "cat", urls=["http://127.0.0.1:9/never-fetched.jpg"])
+    assert [(r.id, r.folder, r.status) for r in store.images(status=None)] == before
+    assert [lab.display for lab in store.labels()] == ["Cat", "fishes", "tools"] and not store.can_redo()
+    # the label's own display name, as typed again (spaces tidied), finds it
+    assert store.label(" Cat ").display == "Cat"
+    assert store.relabel(ids, "Cat ", create_labels=True).changed == ids
+    assert {r.label for r in store.images() if r.id in ids} == {"Cat"}
+    assert store.add_label("Cat").folder == "cat" and len(store.labels()) == 3
+
+
 def test_undo_skips_images_someone_else_changed_since(store):
     i = store.images()[0].id
     other = Store(store.root, store.name)  # a second session (own connection)
