@@ -192,7 +192,15 @@ def test_unknown_dataset_is_a_clear_error():
         Store.open("nope")
 
 
+def _tree_state(root):
+    """Files and their sizes/times; the repo's own manifest.sqlite is left out (an app run at the default root writes it)."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith("manifest.sqlite")}
+
+
 def test_bundled_demo_is_available_whatever_the_root(home):
+    bundled = REPO / "datasets" / "demo"
+    untouched = _tree_state(bundled)
     assert "demo" in list_datasets()
     demo = Store.open("demo")
     assert demo.root == home / "datasets" / "demo"
@@ -200,7 +208,8 @@ def test_bundled_demo_is_available_whatever_the_root(home):
     unattributed = [r.source for r in demo.images() if not (r.license in ("Public Domain", "CC0-1.0") and r.page_url)]
     assert unattributed == ["gcompris-qt-data/tools/screwDriver.webp"]  # its upstream README names no source
     assert demo.check()["ok"]
-    assert not (REPO / "datasets" / "demo" / "manifest.sqlite").exists() or True  # the repo copy is untouched here
+    assert (demo.root / "manifest.sqlite").exists() and (demo.root / "fishes" / "README").exists()
+    assert _tree_state(bundled) == untouched  # the repo's copy is read, never written, from another root
 
 
 def test_crash_in_the_middle_of_a_bulk_move_is_finished_on_next_open(store, home):
