@@ -35,6 +35,35 @@ from dragonclf.modelstore import list_models  # noqa: F401 - part of this module
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 SCHEDULES = ("one_cycle", "sgdr")
+PRECISIONS = ("no", "fp16", "bf16")  # what `mixed_precision` may ask for; "auto" (or None) picks
+
+
+def choose_precision(requested: str | None = None, cuda: bool | None = None) -> tuple[str, str | None]:
+    """(precision to train in, a warning or None).
+
+    An explicit request (our `--mixed-precision`) wins; else the one
+    `accelerate launch --mixed_precision` (or its config) put in
+    ACCELERATE_MIXED_PRECISION; else fp16 on a CUDA GPU and full precision on
+    a CPU. fastai's mixed precision autocasts on CUDA only, so on a CPU any
+    request becomes full precision, with a warning saying so.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    source = "--mixed-precision"
+    wanted = (requested or "").strip().lower()
+    if wanted in ("", "auto"):
+        wanted = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+        source = "accelerate's mixed_precision"
+    if wanted in ("", "auto"):
+        return ("fp16" if cuda else "no"), None
+    if wanted not in PRECISIONS:
+        raise DragonError(f"Mixed precision {wanted!r} (from {source}) is not supported; choose one of "
+                          f"{', '.join(PRECISIONS)}.")
+    if wanted != "no" and not cuda:
+        return "no", f"Mixed precision {wanted} needs a CUDA GPU; trained in full precision on the CPU."
+    return wanted, None
 
 
 @dataclass
@@ -112,8 +141,12 @@ def make_dls(items: list[Item], labels: list[str], size: int, batch_size: int, a
 
 
 def build_learner(items: list[Item], labels: list[str], backbone: str, size: int, batch_size: int,
-                  augment: str, warm_head=None, path: Path | None = None):
-    """A fastai Learner (dls + model + metrics) for `backbone`; `warm_head` a features.LinearHead."""
+                  augment: str, warm_head=None, path: Path | None = None, precision: str = "no"):
+    """A fastai Learner (dls + model + metrics) for `backbone`; `warm_head` a features.LinearHead.
+
+    `precision` is what `choose_precision` picked: "fp16" or "bf16" add fastai's
+    mixed-precision callback, "no" trains in float32.
+    """
     # These modules patch Learner with no_bar, fit_one_cycle/fit_sgdr/lr_find and to_fp16.
     import fastai.callback.fp16  # noqa: F401
     import fastai.callback.progress  # noqa: F401
@@ -143,8 +176,12 @@ def build_learner(items: list[Item], labels: list[str], backbone: str, size: int
     from fastcore.basics import noop
 
     learn.logger = noop  # the per-epoch rows go to on_epoch, not stdout
-    if torch.cuda.is_available():
+    if precision == "fp16":
         learn.to_fp16()
+    elif precision == "bf16":
+        if not torch.cuda.is_bf16_supported():
+            raise DragonError("This GPU cannot train in bf16; use --mixed-precision fp16 (or no).")
+        learn.to_bf16()
     return learn
 
 
@@ -227,13 +264,14 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
               epochs: int = 3, lr: float | None = None, freeze_epochs: int | None = None, schedule: str = "one_cycle",
               discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
               valid_share: float | None = None, augment: str = "default", warm_start: bool = True, seed: int = 0,
-              progress=None, on_epoch=None, cancel: threading.Event | None = None, save: bool = True) -> TrainResult:
+              mixed_precision: str | None = None, progress=None, on_epoch=None, cancel: threading.Event | None = None,
+              save: bool = True) -> TrainResult:
     """Train `backbone` on the dataset and save it; returns a TrainResult.
 
     Pretrained backbones: `freeze_epochs` with the body frozen (default 0 with a
     warm-started head, else 1), then `epochs` with everything trainable, the
     body at lr/lr_mult when `discriminative`. `small_cnn` trains from scratch
-    with one-cycle for `epochs`.
+    with one-cycle for `epochs`. `mixed_precision`: see `choose_precision`.
     """
     import torch
     from fastai.torch_core import set_seed
@@ -245,6 +283,9 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     t0 = time.perf_counter()
     name, items = items_mod.collect(store_or_rows, dataset, valid_share)
     warnings = items_mod.check_trainable(name, items)
+    precision, precision_warning = choose_precision(mixed_precision)
+    if precision_warning:
+        warnings.append(precision_warning)
     labels = items_mod.label_order(items)
     b = backbones.get_backbone(backbone)
     size = size or b.size
@@ -269,7 +310,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         if not b.pretrained:
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
-        learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+        learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head, precision=precision)
         # channels_last convolutions train faster on CPU here (A/B per step: ~1.3-3x);
         # the model goes back to the default layout before export.
         learn.model.to(memory_format=torch.channels_last)
@@ -300,7 +341,8 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
                              params=dict(epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule,
                                          discriminative=discriminative, lr_mult=lr_mult, size=size,
                                          batch_size=batch_size, valid_share=valid_share, augment=augment,
-                                         warm_start=warm_head is not None, seed=seed),
+                                         warm_start=warm_head is not None, seed=seed,
+                                         mixed_precision=precision),
                              save=save and main, progress=progress)
         finally:
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
@@ -361,7 +403,7 @@ def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_
 
 def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
             size: int | None = None, batch_size: int = 32, augment: str = "default", num_it: int = 50,
-            valid_share: float | None = None, warm_start: bool = True):
+            valid_share: float | None = None, warm_start: bool = True, mixed_precision: str | None = None):
     """(Figure of loss vs learning rate, suggested learning rate).
 
     Run on the model `fine_tune` will train with the same settings: by default
@@ -382,7 +424,8 @@ def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, datase
         train_items = [it for it in items if it.split == "train"]
         warm_head = features.fit_head(features.embed(train_items, backbone, size=size),
                                       [it.label for it in train_items], labels)
-    learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head)
+    precision, _ = choose_precision(mixed_precision)
+    learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head, precision=precision)
     if warm_head is not None or not b.pretrained:
         learn.unfreeze()
     try:

@@ -47,12 +47,59 @@ def test_fine_tune_writes_a_complete_listed_model(ml_home):
     assert _lock_is_free()
 
 
-def test_small_cnn_trains_from_scratch_and_predicts(ml_home):
+def test_small_cnn_trains_from_scratch_and_predicts(ml_home, monkeypatch):
+    # As under `accelerate launch --mixed_precision fp16` on a machine without a GPU.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     items = photo_items(per_label=6)
     r = train.fine_tune(items, "small_cnn", dataset="photos", epochs=1, size=SIZE, batch_size=8)
     assert r.mode == "scratch"
     probs = Predictor(r.model_dir).predict_image(items[0].path)
     assert len(probs) == 4
+    assert any("fp16 needs a CUDA GPU" in w for w in r.warnings)
+    assert json.loads((r.model_dir / "model.json").read_text())["params"]["mixed_precision"] == "no"
+
+
+# ---- mixed precision ---------------------------------------------------------
+
+@pytest.mark.parametrize("requested,accelerate,cuda,want", [
+    (None, None, True, "fp16"),  # the default on a GPU
+    (None, None, False, "no"),  # and on a CPU
+    (None, "bf16", True, "bf16"),  # accelerate launch --mixed_precision bf16
+    (None, "no", True, "no"),  # accelerate launch --mixed_precision no
+    ("auto", "bf16", True, "bf16"),
+    ("fp16", "no", True, "fp16"),  # our --mixed-precision wins over accelerate's
+    ("no", None, True, "no"),
+])
+def test_mixed_precision_follows_the_request_then_accelerate_then_the_device(monkeypatch, requested, accelerate,
+                                                                             cuda, want):
+    if accelerate is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", accelerate)
+    assert train.choose_precision(requested, cuda=cuda) == (want, None)
+
+
+def test_mixed_precision_on_a_cpu_or_unknown_is_explained(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    precision, warning = train.choose_precision("bf16")
+    assert precision == "no" and "bf16 needs a CUDA GPU" in warning
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")
+    with pytest.raises(DragonError, match="'fp8' \\(from accelerate's mixed_precision\\) is not supported"):
+        train.choose_precision(None, cuda=True)
+
+
+def test_the_chosen_precision_adds_fastais_mixed_precision_callback(ml_home):
+    from fastai.callback.fp16 import AMPMode, MixedPrecision
+
+    items = photo_items(per_label=4)
+    labels = sorted({it.label for it in items})
+    for precision, mode in (("no", None), ("fp16", AMPMode.FP16)):
+        learn = train.build_learner(items, labels, "small_cnn", SIZE, 8, "none", precision=precision)
+        found = [cb.amp_mode for cb in learn.cbs if isinstance(cb, MixedPrecision)]
+        assert found == ([mode] if mode else [])
 
 
 def test_stop_in_the_first_epoch_saves_nothing(ml_home):

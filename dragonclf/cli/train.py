@@ -12,7 +12,7 @@ from dragonclf.errors import DragonError
 
 def register(sub) -> None:
     from dragonclf.backbones import DEFAULT_BACKBONE, backbone_names
-    from dragonclf.train import AUGMENT_PRESETS, SCHEDULES
+    from dragonclf.train import AUGMENT_PRESETS, PRECISIONS, SCHEDULES
 
     p = sub.add_parser("train", help="train a model on a dataset (quick: seconds; finetune: fastai)")
     p.add_argument("--dataset", required=True)
@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--schedule", default="one_cycle", choices=SCHEDULES)
     p.add_argument("--augment", default="default", choices=list(AUGMENT_PRESETS))
     p.add_argument("--valid-share", type=float, help="share of images for validation (default 0.2)")
+    p.add_argument("--mixed-precision", choices=("auto", *PRECISIONS),
+                   help="finetune on a GPU: fp16, bf16 or no (default: accelerate launch's --mixed_precision, "
+                        "else fp16 with CUDA; a CPU always trains in full precision)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(p)
     p.set_defaults(func=cmd_train)
@@ -80,7 +83,7 @@ def cmd_train(a) -> int:
               dataset=a.dataset)
     if a.mode == "finetune":
         kw.update(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr, freeze_epochs=a.freeze_epochs,
-                  schedule=a.schedule, augment=a.augment)
+                  schedule=a.schedule, augment=a.augment, mixed_precision=a.mixed_precision)
     elif a.size is not None:
         kw["size"] = a.size
     r = train(store, a.mode, a.backbone, **kw)
