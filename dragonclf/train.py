@@ -77,6 +77,9 @@ class TrainResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     stopped_early: bool = False
+    # Per training batch, the learning rate of each parameter group (body first, head last):
+    # the schedule that was really applied (one-cycle, SGDR restarts, discriminative rates).
+    lrs: list[list[float]] = field(default_factory=list)
 
 
 def is_main_process() -> bool:
@@ -209,6 +212,8 @@ def _report_callback_class():
         def after_batch(self):
             s = self.state
             s["done"] += 1
+            if self.training:
+                s["lrs"].append([float(h["lr"]) for h in self.opt.hypers])
             phase = "train" if self.training else "valid"
             _report(self.progress, s["done"] / s["total"],
                     f"Epoch {s['epoch'] + 1}/{s['epochs']}: {phase} batch {self.iter + 1}/{self.n_iter}")
@@ -253,9 +258,20 @@ def _sgdr_scheduler(learn, lr, n_cycles: int):
     cos = SchedCos(lr_max, lr_max / 1e3)
 
     def restart_every_epoch(pos: float):
-        return cos(min(pos * n_cycles % 1.0, 0.999) if pos < 1 else 0.999)
+        return cos(cycle_position(pos, n_cycles))
 
     return ParamScheduler({"lr": restart_every_epoch})
+
+
+def cycle_position(pos: float, n_cycles: int) -> float:
+    """Where in its cycle (0 at a restart, just under 1 at its end) the overall position `pos` in [0, 1] lies.
+
+    fastai gives pos = epoch / n_epochs at an epoch's start; k / n * n can land
+    a hair below k in floating point, which would start that cycle at its end.
+    """
+    x = pos * n_cycles
+    k = min(int(round(x)) if abs(x - round(x)) < 1e-6 else int(x), n_cycles - 1)
+    return min(max(x - k, 0.0), 0.999)
 
 
 # ---- the public functions -----------------------------------------------------
@@ -319,7 +335,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         # Under a launcher each process runs its share of the batches.
         per_epoch = -(-(len(learn.dls.train) + len(learn.dls.valid)) // distributed.world_size())
         state = {"done": 0, "total": max(1, per_epoch * total_epochs), "epoch": 0, "epochs": total_epochs,
-                 "history": [], "snapshot": None, "phase": "frozen"}
+                 "history": [], "snapshot": None, "phase": "frozen", "lrs": []}
         cbs = [_report_callback_class()(state, progress, on_epoch, cancel)]
         try:
             with learn.no_bar():
@@ -347,6 +363,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         finally:
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
     result.seconds = time.perf_counter() - t0
+    result.lrs = state["lrs"]
     return result
 
 

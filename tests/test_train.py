@@ -59,7 +59,7 @@ def test_small_cnn_trains_from_scratch_and_predicts(ml_home, monkeypatch):
     assert json.loads((r.model_dir / "model.json").read_text())["params"]["mixed_precision"] == "no"
 
 
-# ---- mixed precision ---------------------------------------------------------
+# ---- mixed precision, SGDR, discriminative learning rates ----------------------
 
 @pytest.mark.parametrize("requested,accelerate,cuda,want", [
     (None, None, True, "fp16"),  # the default on a GPU
@@ -100,6 +100,44 @@ def test_the_chosen_precision_adds_fastais_mixed_precision_callback(ml_home):
         learn = train.build_learner(items, labels, "small_cnn", SIZE, 8, "none", precision=precision)
         found = [cb.amp_mode for cb in learn.cbs if isinstance(cb, MixedPrecision)]
         assert found == ([mode] if mode else [])
+
+
+def test_cycle_position_restarts_exactly_at_each_epoch():
+    # fastai's pos = k/n: k/n*n lands a hair under k for some n (1/49*49 < 1), which used to start that
+    # epoch's cycle at its lowest learning rate instead of its highest.
+    for n in range(1, 120):
+        for k in range(n):
+            assert train.cycle_position(k / n, n) < 1e-9, (k, n)
+            assert 0.4 < train.cycle_position((k + 0.5) / n, n) < 0.6
+    assert train.cycle_position(1.0, 3) == 0.999
+
+
+def test_sgdr_restarts_the_learning_rate_every_epoch(ml_home):
+    r = train.fine_tune(photo_items(per_label=10), dataset="photos", epochs=3, size=SIZE, batch_size=4,
+                        schedule="sgdr", lr=1e-3, save=False)
+    head = [group[-1] for group in r.lrs]
+    per_epoch = len(head) // 3
+    assert per_epoch >= 4 and len(head) == 3 * per_epoch
+    cycles = [head[k * per_epoch:(k + 1) * per_epoch] for k in range(3)]
+    for cycle in cycles:
+        assert cycle[0] == pytest.approx(1e-3, rel=1e-6)  # each epoch starts at the full rate
+        assert all(a > b for a, b in zip(cycle, cycle[1:]))  # and anneals down
+        assert cycle[-1] < 0.5e-3
+    for prev, nxt in zip(cycles, cycles[1:]):
+        assert nxt[0] > 2 * prev[-1]  # the restart
+
+
+@pytest.mark.parametrize("discriminative", [True, False])
+def test_discriminative_rates_slow_the_body_down(ml_home, discriminative):
+    r = train.fine_tune(photo_items(per_label=6), dataset="photos", epochs=1, size=SIZE, batch_size=4,
+                        discriminative=discriminative, lr_mult=100, save=False)
+    assert r.lrs and all(len(groups) >= 2 for groups in r.lrs)  # body and head groups
+    for groups in r.lrs:
+        body, head = groups[0], groups[-1]
+        if discriminative:
+            assert body == pytest.approx(head / 100, rel=1e-6)
+        else:
+            assert groups == pytest.approx([head] * len(groups))
 
 
 def test_stop_in_the_first_epoch_saves_nothing(ml_home):
