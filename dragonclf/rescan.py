@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 from dragonclf.errors import DragonError
+from dragonclf.journal import TRASH
 from dragonclf.names import is_doc
 
 
@@ -16,19 +19,38 @@ class Rescan:
 
         Adopts image files a person dropped into a label folder (or a new folder,
         which becomes a label), and marks images whose file was removed by hand as
-        missing. With `repair=False` it only reports. Originals of adopted files
+        missing, and takes back a missing image whose very file is in a label
+        folder (or the trash) again ("found"). With `repair=False` it only reports. Originals of adopted files
         go to `.adopted/`, unreadable ones to `.rejected/`: nothing is deleted.
         """
         from dragonclf.importer import adopt_file  # import here: importer builds on the store
 
         report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
-                  "new_labels": [], "unknown_files": []}
-        known = {r[0] for r in self._db.execute("SELECT id FROM images")}
+                  "new_labels": [], "unknown_files": [], "found": []}
+        known = {r[0] for r in self._db.execute("SELECT id FROM images WHERE status != 'missing'")}
+        missing = {r[0]: r[1] for r in self._db.execute("SELECT id, sha256 FROM images WHERE status='missing'")}
         label_by_folder = {lab.folder: lab for lab in self.labels()}
+        back: dict[str, tuple[str | None, str]] = {}  # missing id -> (folder or None for the trash, status)
+
+        def came_back(p: Path, folder: str | None, status: str) -> bool:
+            """A file removed by hand is here again, the very bytes stored: its row takes it back."""
+            if p.suffix != ".jpg" or p.stem not in missing or p.stem in back or not p.is_file() or p.is_symlink():
+                return False
+            if hashlib.sha256(p.read_bytes()).hexdigest() != missing[p.stem]:
+                return False  # another picture under that name: adopted like any dropped file
+            back[p.stem] = (folder, status)
+            return True
+
+        trash = self.root / TRASH
+        if trash.is_dir() and not trash.is_symlink():
+            for p in sorted(trash.iterdir()):
+                came_back(p, None, "trashed")
         for d in sorted(self.root.iterdir()):
             if d.name.startswith(".") or not d.is_dir() or d.is_symlink():
                 continue
             files = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not is_doc(p.name))
+            if d.name in label_by_folder:
+                files = [p for p in files if not came_back(p, d.name, "active")]
             loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
             if not loose:
                 continue
@@ -51,6 +73,21 @@ class Rescan:
                     report[key] += 1
                 else:
                     report["rejected"][outcome.reason] = report["rejected"].get(outcome.reason, 0) + 1
+        report["found"] = sorted(back)
+        if repair and back:
+            with self._tx() as db:
+                batch = self._next_batch(db)
+                for image_id, (folder, status) in sorted(back.items()):
+                    r = db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+                    if r is None or r["status"] != "missing":
+                        continue  # changed meanwhile (e.g. the same bytes were imported again)
+                    folder = folder or r["folder"]
+                    db.execute("UPDATE images SET folder=?, status=? WHERE id=?", (folder, status, image_id))
+                    db.execute(
+                        "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
+                        " after_status, at) VALUES (?,?,'found',?,?,'missing',?,?)",
+                        (batch, image_id, r["folder"], folder, status, time.time()),
+                    )
         # files removed by hand, or moves a crash interrupted
         before = {r[0]: r[1] for r in self._db.execute("SELECT id, folder FROM images WHERE status IN ('active','trashed')")}
         lost = self._sync_files() if repair else [
@@ -73,5 +110,5 @@ class Rescan:
     def check(self, repair: bool = False) -> dict:
         """Report (or, with repair, fix) drift between folders and manifest."""
         report = self.rescan(repair=repair)
-        report["ok"] = not report["unknown_files"] and not report["missing"]
+        report["ok"] = not report["unknown_files"] and not report["missing"] and not report["found"]
         return report

@@ -272,6 +272,8 @@ class Store(Journal, Rescan):
         prov = {k: (None if provenance.get(k) is None else str(provenance.get(k))) for k in PROVENANCE_KEYS}
         with self._lock:
             row = self._db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+            if row is not None and row["status"] == "missing":
+                return self._bring_back(norm, lab, row["folder"], notes)
             if row is not None:
                 if row["folder"] == lab.folder:
                     where = " (in the trash)" if row["status"] == "trashed" else ""
@@ -282,13 +284,7 @@ class Store(Journal, Rescan):
                     )
                 stored_as = self._display(row["folder"])
                 return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes)
-            tmp_dir = self.root / TMP
-            tmp_dir.mkdir(exist_ok=True)
-            tmp = tmp_dir / f"{image_id}.{uuid.uuid4().hex[:8]}.part"
-            with open(tmp, "wb") as f:
-                f.write(norm.jpeg)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp = self._write_tmp(norm)
             sha256 = hashlib.sha256(norm.jpeg).hexdigest()
             near = self._near_duplicates(norm.phash, cfg.near_dup_distance)
             if near:  # near-duplicates stay on the same side of the validation split
@@ -319,6 +315,38 @@ class Store(Journal, Rescan):
                     (batch, image_id, lab.folder, now),
                 )
             return IngestResult("added", image_id, None, None, notes)
+
+    def _write_tmp(self, norm) -> Path:
+        tmp_dir = self.root / TMP
+        tmp_dir.mkdir(exist_ok=True)
+        tmp = tmp_dir / f"{norm.image_id}.{uuid.uuid4().hex[:8]}.part"
+        with open(tmp, "wb") as f:
+            f.write(norm.jpeg)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def _bring_back(self, norm, lab: Label, was_in: str, notes: tuple) -> IngestResult:
+        """The picture of a row marked missing (its file removed by hand) arrives again: store it again.
+
+        The file goes into the label it arrives under; the row keeps its id, provenance
+        and split, and the journal records the return. A crash between the rename and
+        the commit leaves the file in place, which the next rescan takes back.
+        """
+        image_id = norm.image_id
+        tmp = self._write_tmp(norm)
+        final = self._path(image_id, lab.folder, "active")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        with self._tx() as db:
+            db.execute("UPDATE images SET folder=?, status='active', sha256=? WHERE id=?",
+                       (lab.folder, hashlib.sha256(norm.jpeg).hexdigest(), image_id))
+            db.execute(
+                "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status, after_status, at)"
+                " VALUES (?,?,'back',?,?,'missing','active',?)",
+                (self._next_batch(db), image_id, was_in, lab.folder, time.time()),
+            )
+        return IngestResult("added", image_id, None, "stored again: its file had been removed by hand", notes)
 
     def _near_duplicates(self, phash: str, max_distance: int) -> list[tuple[str, int, float]]:
         out = []

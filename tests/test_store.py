@@ -167,6 +167,53 @@ def test_rescan_adopts_dropped_files_and_notices_removed_ones(store, photo_files
     assert {r.source for r in store.images(label="Grizzly Bear")} == {"Grizzly Bear/bear.webp"}
 
 
+def test_a_picture_removed_by_hand_can_come_back(store, photo_files, tmp_path):
+    rows = store.images(label="fishes")
+    gone, put_back, trashed = rows[0], rows[1], rows[2]
+    saved = put_back.path.read_bytes()
+    store.trash([trashed.id])
+    trashed_file = store.image(trashed.id).path
+    trashed_saved = trashed_file.read_bytes()
+    for p in (gone.path, put_back.path, trashed_file):
+        p.unlink()
+    assert sorted(store.rescan()["missing"]) == sorted([gone.id, put_back.id, trashed.id])
+    assert {store.image(i).status for i in (gone.id, put_back.id, trashed.id)} == {"missing"}
+    # (a) the same picture imported again is stored again, under the label it arrives with
+    res = store.ingest(photo_files["fishes"][0].read_bytes(), "tools", {"origin": "upload", "source": "again.webp"})
+    assert (res.outcome, res.image_id) == ("added", gone.id) and "removed by hand" in res.detail
+    back = store.image(gone.id)
+    assert back.status == "active" and back.label == "tools" and back.path.exists()
+    assert back.source == gone.source  # the row keeps its provenance and split
+    assert store.history(1)[0]["action"] == "back"
+    assert store.ingest(photo_files["fishes"][0].read_bytes(), "tools").outcome == "duplicate"
+    # (b, c) the very file put back by hand: check reports it, rescan takes it back where it lies
+    put_back.path.write_bytes(saved)
+    trashed_file.write_bytes(trashed_saved)
+    check = store.check()
+    assert not check["ok"] and check["found"] == sorted([put_back.id, trashed.id]) and check["unknown_files"] == []
+    assert store.image(put_back.id).status == "missing"  # check without repair changes nothing
+    report = store.check(repair=True)
+    assert report["found"] == sorted([put_back.id, trashed.id]) and report["adopted"] == 0
+    assert store.image(put_back.id).status == "active" and store.image(put_back.id).path == put_back.path
+    assert store.image(trashed.id).status == "trashed"
+    assert put_back.path.read_bytes() == saved and not (store.root / ".adopted").exists()
+    assert store.check()["ok"] and files_on_disk(store) == manifest_paths(store)
+    assert len(store.images(label="fishes")) == 3 and len(store.images(label="tools")) == 6
+
+
+def test_a_different_picture_under_a_missing_ones_name_is_adopted_as_new(store, photo_files):
+    gone = store.images(label="fishes")[0]
+    gone.path.unlink()
+    store.rescan()
+    gone.path.write_bytes(photo_files["monuments"][3].read_bytes())  # not the stored bytes
+    check = store.check()
+    assert check["found"] == [] and check["unknown_files"] == [f"fishes/{gone.id}.jpg"]
+    report = store.rescan()
+    assert report["adopted"] == 1 and store.image(gone.id).status == "missing"
+    assert (store.root / ".adopted" / "fishes" / f"{gone.id}.jpg").exists()
+    assert store.check()["ok"]
+
+
 def test_label_names(store):
     assert store.add_label("grizzly bear").folder == "grizzly_bear"
     assert store.add_label("Viserion 🐉").folder == "viserion"
