@@ -278,6 +278,13 @@ class Store(Journal, Rescan):
                 if row["folder"] == lab.folder:
                     where = " (in the trash)" if row["status"] == "trashed" else ""
                     return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes)
+                if row["status"] == "trashed":
+                    # Someone already put this picture in the trash: a duplicate of that decision,
+                    # not a conflict (the Clean tab lists conflicts between active images only).
+                    return IngestResult(
+                        "duplicate", image_id, "duplicate",
+                        f"already stored under {self._display(row['folder'])!r}, in the trash; restore it to use it", notes,
+                    )
                 with self._tx() as db:
                     db.execute(
                         "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)", (image_id, lab.folder, prov["source"], time.time())

@@ -53,6 +53,24 @@ def test_exact_duplicate_is_stored_once_and_second_label_is_a_conflict(store, ph
     assert store.status()["conflicts"] == 1
 
 
+def test_a_picture_whose_twin_is_trashed_is_a_duplicate_not_an_invisible_conflict(store, photo_files, tmp_path):
+    from dragonclf.importer import import_files
+
+    twin = store.images(label="fishes")[0]
+    store.trash([twin.id])
+    src = tmp_path / "again.webp"
+    src.write_bytes(photo_files["fishes"][0].read_bytes())
+    report = import_files(store, [src], "tools")
+    assert (report.added, report.duplicates, report.conflicts) == (0, 1, 0)
+    assert report.items[0]["detail"] == "already stored under 'fishes', in the trash; restore it to use it"
+    assert store.conflicts() == [] and store.status()["conflicts"] == 0 and store.status()["trashed"] == 1
+    assert len(store.images(status=None)) == 10  # stored nowhere a second time
+    # restored, the picture is active under its own label and a new arrival under tools is a conflict again
+    store.restore([twin.id])
+    assert import_files(store, [src], "tools").conflicts == 1
+    assert [(c["label"], c["other_label"]) for c in store.conflicts()] == [("fishes", "tools")]
+
+
 def test_near_duplicates_are_recorded_not_dropped_and_share_a_split(store, photo_files):
     from PIL import Image
     import io
