@@ -66,6 +66,22 @@ def choose_precision(requested: str | None = None, cuda: bool | None = None) -> 
     return wanted, None
 
 
+def default_settings(cuda: bool | None = None) -> dict:
+    """Starting values for the Train tab and the CLI, sized for the machine.
+
+    Without CUDA (a laptop, a free 2-vCPU Space) small images and few epochs
+    keep a fine-tune to minutes; with a GPU the backbone's full 224 px, bigger
+    batches and more epochs cost seconds.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
+    return {"device": "cpu", "size": 160, "batch_size": 32, "epochs": 3}
+
+
 @dataclass
 class TrainResult:
     model_dir: Path | None  # the finished model folder (None when nothing was saved)

@@ -404,3 +404,46 @@ def test_a_hub_backbone_offline_fails_clearly_and_leaves_nothing(ml_home):
     with pytest.raises(DragonError, match="Choose an offline backbone: efficientnet_lite0, mobilenet_v2, small_cnn"):
         train.fine_tune(photo_items(per_label=4), "resnet18", dataset="photos", epochs=1, size=SIZE, warm_start=False)
     assert train.list_models("photos") == [] and _leftovers() == []
+
+
+# ---- defaults sized for the machine ---------------------------------------------
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_default_settings_are_cpu_sized_without_cuda(monkeypatch, cuda):
+    import torch
+
+    from dragonclf.cli import build_parser
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    d = train.default_settings()
+    if cuda:
+        assert d == {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
+    else:
+        assert d == {"device": "cpu", "size": 160, "batch_size": 32, "epochs": 3}
+    args = build_parser().parse_args(["train", "--dataset", "demo"])  # the CLI starts from the same values
+    assert (args.epochs, args.batch_size) == (d["epochs"], d["batch_size"])
+
+
+def test_the_train_tab_starts_from_the_cpu_defaults_here(client):
+    """This machine has no CUDA: the running app's Train endpoint defaults to the CPU-sized settings."""
+    api = client.view_api(print_info=False, return_format="dict")
+    params = {p["parameter_name"]: p.get("parameter_default") for p in api["named_endpoints"]["/train"]["parameters"]}
+    cpu = train.default_settings(cuda=False)
+    assert (params["epochs"], params["size"], params["batch_size"]) == (cpu["epochs"], cpu["size"], cpu["batch_size"])
+
+
+def test_the_train_tab_offers_larger_defaults_on_a_gpu(monkeypatch):
+    """The tab is built once at start: on a CUDA machine its fields start from the GPU settings."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    import torch
+
+    from ui import train_tab
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with gr.Blocks() as demo:
+        train_tab.build(SimpleNamespace(dataset=gr.Dropdown(["demo"], value="demo")))
+    by_label = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Number)}
+    assert by_label["Epochs"].value == 5
+    assert by_label["Image size (px)"].value == 224 and by_label["Batch size"].value == 64

@@ -123,6 +123,7 @@ def preview(name, augment, size, image_index):
 
 def build(bar) -> None:
     cancel = gr.State(None)
+    defaults = train.default_settings()  # CPU-sized without CUDA (a free Space), larger on a GPU
     with gr.Row():
         with gr.Column(scale=1):
             mode = gr.Radio([("Quick model (seconds)", "quick"), ("Fine-tune (fastai)", "finetune")],
@@ -130,15 +131,16 @@ def build(bar) -> None:
             backbone = gr.Dropdown(backbone_choices(), value=backbones.DEFAULT_BACKBONE, label="Backbone",
                                    elem_id="train-backbone")
             with gr.Row():
-                epochs = gr.Number(3, label="Epochs", precision=0, minimum=1, maximum=100, elem_id="train-epochs")
+                epochs = gr.Number(defaults["epochs"], label="Epochs", precision=0, minimum=1, maximum=100,
+                                   elem_id="train-epochs")
                 lr = gr.Textbox("", label="Learning rate", placeholder="auto", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
                 freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0)
                 schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
                                     value="one_cycle", label="Schedule")
                 discriminative = gr.Checkbox(True, label="Discriminative learning rates (body slower than head)")
-                size = gr.Number(160, label="Image size (px)", precision=0, minimum=32, maximum=512)
-                batch_size = gr.Number(32, label="Batch size", precision=0, minimum=1, maximum=512)
+                size = gr.Number(defaults["size"], label="Image size (px)", precision=0, minimum=32, maximum=512)
+                batch_size = gr.Number(defaults["batch_size"], label="Batch size", precision=0, minimum=1, maximum=512)
                 valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
             augment = gr.Dropdown(list(AUGMENTS), value="default", label="Augmentation")
             with gr.Row():

@@ -12,15 +12,19 @@ from dragonclf.errors import DragonError
 
 def register(sub) -> None:
     from dragonclf.backbones import DEFAULT_BACKBONE, backbone_names
-    from dragonclf.train import AUGMENT_PRESETS, PRECISIONS, SCHEDULES
+    from dragonclf.train import AUGMENT_PRESETS, PRECISIONS, SCHEDULES, default_settings
+
+    defaults = default_settings()  # smaller on a CPU than with CUDA
 
     p = sub.add_parser("train", help="train a model on a dataset (quick: seconds; finetune: fastai)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names())
     p.add_argument("--mode", default="quick", choices=("quick", "finetune"))
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=defaults["epochs"], help=f"default {defaults['epochs']} on this "
+                   f"machine ({defaults['device']})")
     p.add_argument("--size", type=int, help="image size in pixels (default: the backbone's)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                   help=f"default {defaults['batch_size']} on this machine ({defaults['device']})")
     p.add_argument("--lr", type=float, help="learning rate (default: a sensible one per backbone)")
     p.add_argument("--freeze-epochs", type=int, help="epochs with the body frozen (default 0 with a warm-started head)")
     p.add_argument("--schedule", default="one_cycle", choices=SCHEDULES)
