@@ -180,7 +180,7 @@ def _stored_zip(entries) -> bytearray:
 
 def _central_entry(raw: bytearray, name: str) -> int:
     """Offset of `name`'s central directory record."""
-    at = raw.find(b"PK\x01\x02" + b"")
+    at = raw.find(b"PK\x01\x02")
     while at != -1:
         n = int.from_bytes(raw[at + 28:at + 30], "little")
         if raw[at + 46:at + 46 + n] == name.encode():
