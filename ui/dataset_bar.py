@@ -87,7 +87,8 @@ def import_uploads(name: str, files, label: str):
 def rescan(name: str) -> str:
     r = Store.open(name).rescan()
     rejected = ", ".join(f"{n} {k}" for k, n in r["rejected"].items()) or "none"
-    return (f"Rescan: {r['adopted']} files adopted, {len(r['missing'])} missing files noted, "
+    return (f"Rescan: {r['adopted']} files adopted, {len(r.get('found', []))} missing files found again, "
+            f"{len(r['missing'])} missing files noted, "
             f"new labels: {', '.join(r['new_labels']) or 'none'}, refused: {rejected}.")
 
 
