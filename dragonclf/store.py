@@ -294,12 +294,10 @@ class Store(Journal, Rescan):
             tmp = self._write_tmp(norm)
             sha256 = hashlib.sha256(norm.jpeg).hexdigest()
             near = self._near_duplicates(norm.phash, cfg.near_dup_distance)
-            if near:  # near-duplicates stay on the same side of the validation split
-                split_key = near[0][2]
-            else:
-                split_key = int(norm.pixel_sha[16:24], 16) / 2**32
             now = time.time()
             with self._tx() as db:
+                # Near-duplicates stay on the same side of the validation split; others are spread per label.
+                split_key = near[0][2] if near else _spread_key(db, lab.folder)
                 db.execute(
                     "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
                     " origin, source, query, engine, image_url, page_url, title, license, added_at)"
@@ -454,3 +452,17 @@ class Store(Journal, Rescan):
 
 
 ROW_FIELDS = [f.name for f in fields(ImageRow)]
+GOLDEN = (5**0.5 - 1) / 2  # 0.618...: its multiples, mod 1, spread evenly over [0, 1) at every length
+
+
+def _spread_key(db, folder: str) -> float:
+    """The split key of the n-th image to arrive in a label: frac(offset + n * golden).
+
+    An image is in the validation split when its key is below the validation share, whatever share is
+    chosen at training time. Keys from a hash are uniform only on average: a label of ten images could
+    get no validation image, or five. Keys from this sequence put close to `share` of every label's
+    images below `share` for any share, from a handful of images on, and stay fixed once given.
+    """
+    n = db.execute("SELECT COUNT(*) FROM images WHERE folder=?", (folder,)).fetchone()[0]
+    offset = int(hashlib.sha256(folder.encode()).hexdigest()[:8], 16) / 2**32
+    return (offset + n * GOLDEN) % 1.0

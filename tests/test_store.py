@@ -86,6 +86,25 @@ def test_near_duplicates_are_recorded_not_dropped_and_share_a_split(store, photo
     assert len({store.image(i).split for i in group}) == 1
 
 
+def test_every_label_gets_its_share_of_validation_images_and_keeps_it(home, photo_files):
+    store = Store.open("split", create=True)
+    sizes = {"fishes": 8, "monuments": 10, "renewable": 14, "tools": 27}
+    for label, n in sizes.items():
+        store.add_label(label)
+        for f in photo_files[label][:n]:
+            assert store.ingest(f.read_bytes(), label).outcome == "added"
+    for share in (0.2, 0.3):
+        rows = store.images()
+        for label, n in sizes.items():
+            valid = sum(1 for r in rows if r.label == label and r.split_key < share)
+            assert valid >= 1 and abs(valid - n * share) <= 2.5, (label, share, valid)
+    # The split is fixed when an image arrives: later arrivals do not move earlier images.
+    before = {r.id: r.split for r in store.images()}
+    for f in photo_files["fishes"][8:20]:
+        store.ingest(f.read_bytes(), "fishes")
+    assert {i: store.image(i).split for i in before} == before
+
+
 def test_trash_restore_relabel_undo_redo_move_files_and_lose_nothing(store):
     a, b = [r.id for r in store.images(label="fishes")[:2]]
     store.trash([a])
