@@ -7,9 +7,11 @@
 Flip 10% of the demo's labels at random (seeded), then take the top k
 suspects of each ranking, k = the number flipped:
 
-- ours: dragonclf.clean (out-of-fold linear heads + neighbour votes, confident-learning rule, margin);
+- ours: dragonclf.clean (out-of-fold, strongly regularised linear heads on two offline backbones'
+  embeddings, averaged; confident-learning rule, then margin);
 - cleanlab: `cleanlab.filter.find_label_issues` (AGPL: installed for this benchmark only, see
-  requirements-bench.txt) on the same out-of-fold probabilities ours uses, and on the linear heads' alone;
+  requirements-bench.txt) on the same out-of-fold probabilities ours uses, and on the old default heads'
+  (one backbone, C=1) alone;
 - fastai: ImageClassifierCleaner's ranking: loss of a `fine_tune`d model on the very images it trained on
   (train and valid, augmentation on for train, as the widget computes it).
 

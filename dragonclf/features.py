@@ -213,12 +213,13 @@ class OutOfFold:
 
 
 def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, k: int = 5, seed: int = 0,
-                      size: int | None = None, progress=None, cancel=None) -> OutOfFold:
+                      size: int | None = None, C: float = 1.0, progress=None, cancel=None) -> OutOfFold:
     """Per-image probabilities from k quick models, each scoring the fold it did not see.
 
     All active images take part regardless of their train/valid split: every
     image gets judged. Stratified folds when each label has k images, else
     plain shuffled folds (a label with fewer images than folds still works).
+    `C`: the heads' inverse regularisation strength (see `fit_head`).
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -237,7 +238,7 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
         if len(set(y[tr])) < 2:  # a fold with one label left cannot be fitted: fall back to its prior
             probs[te] = [[float(lab == y[tr][0]) for lab in labels]] * len(te)
             continue
-        probs[te] = fit_head(X[tr], list(y[tr]), labels).probs(X[te])
+        probs[te] = fit_head(X[tr], list(y[tr]), labels, C=C).probs(X[te])
     return OutOfFold([it.id for it in items], list(y), labels, probs)
 
 
