@@ -22,7 +22,7 @@ def seed_home(tmp_path_factory, photo_files):
     root = tmp_path_factory.mktemp("clean-seed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DRAGONCLF_HOME", str(root))
-        from dragonclf import features, items
+        from dragonclf import backbones, clean, features, items
 
         s = Store.open(DATASET, create=True)
         for label, files in photo_files.items():
@@ -30,7 +30,8 @@ def seed_home(tmp_path_factory, photo_files):
             for f in files:
                 s.ingest(f.read_bytes(), label, {"origin": "import", "source": f"{label}/{f.name}",
                                                  "license": "CC0-1.0"})
-        features.embed(items.collect(s)[1])
+        for backbone in (backbones.DEFAULT_BACKBONE, clean.SECOND_BACKBONE):  # both bodies the mislabel pass uses
+            features.embed(items.collect(s)[1], backbone)
         s.close()
     return root
 

@@ -313,3 +313,17 @@ def test_cli_suspects_json_is_a_ranked_list_of_suspect_dicts(pets, capsys):
     assert "mislabel" in kinds
     assert cli_main(["suspects", "--dataset", "nope", "--json"]) == 1
     assert "no dataset named 'nope'" in capsys.readouterr().err
+
+
+def test_mislabel_pass_averages_a_second_backbone_and_works_without_it(pets):
+    """The ensemble really uses MobileNetV2's heads; without them the planted swaps still rank first."""
+    import numpy as np
+
+    truth = plant_swaps(pets)
+    both = clean.out_of_fold(pets)
+    alone = clean.out_of_fold(pets, second=None)
+    assert both.ids == alone.ids and not np.allclose(both.probs, alone.probs)
+    for oof in (both, alone):
+        given = np.array([oof.labels.index(g) for g in oof.given])
+        top = [oof.ids[i] for i in clean.ranking(clean.find_label_issues(oof.probs, given))[: len(truth)]]
+        assert set(top) == set(truth)
