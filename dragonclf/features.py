@@ -219,11 +219,15 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
     All active images take part regardless of their train/valid split: every
     image gets judged. Stratified folds when each label has k images, else
     plain shuffled folds (a label with fewer images than folds still works).
+    Results come in id order, whatever order the images were added in.
     `C`: the heads' inverse regularisation strength (see `fit_head`).
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
     name, items = items_mod.collect(store_or_rows)
+    # Folds follow the images' ids, not the order they arrived in (concurrent
+    # downloads store them in any order): the same dataset, the same folds.
+    items.sort(key=lambda it: it.id)
     labels = items_mod.label_order(items)
     if len(labels) < 2:
         items_mod.check_trainable(name, items, need_valid=False)
