@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,118 @@ def test_errors_are_messages_not_tracebacks(app_url, pets):
         call(c, "trash", "pets", "conflict", "", False)
     with pytest.raises(AppError, match="nothing to undo"):
         call(c, "undo", "pets", "mislabel")
+
+
+def test_trash_cluster_keeps_the_best_copy_and_one_undo_brings_the_rest_back(app_url, pets, photo_files):
+    from test_clean import photo_bytes
+    from PIL import ImageEnhance
+
+    f = photo_files["fishes"][0]
+    original = next(r.id for r in pets.images(label="fishes") if r.source.endswith(f.name))
+    crop = pets.ingest(photo_bytes(f, lambda im: im.crop((4, 4, im.width - 4, im.height - 4))), "fishes").image_id
+    bright = pets.ingest(photo_bytes(f, lambda im: ImageEnhance.Brightness(im).enhance(1.1)), "tools").image_id
+    c = session(app_url)
+    view = call(c, "queue", "pets", "duplicate")  # a cheap queue: filled on opening
+    assert {s["id"] for s in view["queue"]} == {original, crop, bright}
+    assert view["queue"][0]["id"] in view["card"] and "cluster" in view["card"]
+    view = call(c, "trash_cluster", "pets", "duplicate")
+    assert view["message"].startswith("2 moved to the trash")
+    assert [pets.image(i).status for i in (original, crop, bright)].count("active") == 1
+    view = call(c, "undo", "pets", "duplicate")  # the cluster was one step
+    assert {pets.image(i).status for i in (original, crop, bright)} == {"active"}
+    pets.trash([original])
+    call(c, "suspects", "pets", "trash")  # a card outside any cluster
+    with pytest.raises(AppError, match="not part of a duplicate cluster"):
+        call(c, "trash_cluster", "pets", "trash")
+
+
+def test_bulk_relabel_keep_and_trash_act_on_the_selection_as_one_step_each(app_url, pets):
+    plant_swaps(pets)
+    c = session(app_url)
+    queue = [s["id"] for s in call(c, "suspects", "pets", "mislabel")["queue"]]
+    picked = queue[:3]  # the selection offers the queue's images
+
+    def bulk(action, ids, target=""):
+        return dict(zip(OUT, c.predict("pets", "mislabel", ids, target, False, api_name=f"/bulk_{action}")))
+
+    labels = {i: pets.image(i).label for i in picked}
+    to = next(lab.display for lab in pets.labels() if lab.display not in {labels[i] for i in picked[:2]})
+    view = bulk("relabel", picked[:2], to)
+    assert view["message"].startswith("2 relabelled")
+    assert {pets.image(i).label for i in picked[:2]} == {to}
+    assert all(pets.image(i).path.parent.name == to for i in picked[:2])
+    call(c, "undo", "pets", "mislabel")  # the whole bulk relabel was one step
+    assert {i: pets.image(i).label for i in picked} == labels
+    queue = [s["id"] for s in call(c, "suspects", "pets", "mislabel")["queue"]]
+    bulk("keep", queue[:3])
+    assert all(pets.image(i).kept for i in queue[:3])
+    view = bulk("trash", queue[3:5])
+    assert view["message"].startswith("2 moved to the trash")
+    assert all(pets.image(i).status == "trashed" for i in queue[3:5])
+    call(c, "undo", "pets", "mislabel")
+    assert all(pets.image(i).status == "active" for i in queue[3:5]) and pets.check()["ok"]
+    with pytest.raises(AppError, match="(?i)select"):
+        bulk("trash", [])
+
+
+def test_confusion_matrix_cell_lists_what_the_model_predicted_there(app_url, pets):
+    from dragonclf import clean, features, modelstore
+
+    plant_swaps(pets, n=12, seed=3)  # some mistakes for the off-diagonal cells
+    features.fit_quick(pets)  # warm embeddings: seconds
+    [model] = modelstore.list_models("pets")
+    c = session(app_url)
+    with pytest.raises(AppError, match="(?i)pick the actual"):
+        c.predict("pets", model["id"], None, None, api_name="/cell")
+    resolved = modelstore.resolve(model["id"], "pets")
+    sizes = {}
+    for actual, predicted in (("tools", "tools"), ("fishes", "tools"), ("tools", "fishes")):
+        want = [s["id"] for s in clean.cell_images(pets, resolved, actual, predicted)]
+        out = c.predict("pets", model["id"], actual, predicted, api_name="/cell")
+        view = dict(zip(OUT, out))
+        assert [s["id"] for s in view["queue"]] == want and out[-1] == "cell"
+        assert view["message"].startswith(f"{len(want)} images: actual '{actual}'")
+        valid = {r.id for r in pets.images(split="valid", label=actual)}
+        assert set(want) <= valid
+        sizes[actual, predicted] = len(want)
+    assert sizes["tools", "tools"] >= 3  # the diagonal: the model gets most tools right
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (bash test.sh installs it)")
+def test_in_a_browser_a_thumbnail_click_and_the_arrow_keys_move_the_card(app_url, pets):
+    from playwright.sync_api import sync_playwright
+
+    pets.trash([r.id for r in pets.images(label="tools")[:3]])
+    order = [r.id for r in pets.images(status="trashed")]  # the Trash view's order
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(app_url)
+            page.click("#dataset input")
+            page.get_by_role("option", name="pets", exact=True).click()
+            page.wait_for_selector("#dataset-counts:has-text('119 images')")  # 122 photos, 3 in the trash
+            page.get_by_role("tab", name="Clean").click()
+            page.locator("#clean-kind label", has_text="Trash").click()
+            page.wait_for_selector(f"#clean-card:has-text('{order[0]}')")
+
+            def card_shows(image_id):
+                page.wait_for_selector(f"#clean-card:has-text('{image_id}')", timeout=20_000)
+
+            page.locator("#clean-gallery img").nth(2).click()  # the third thumbnail
+            card_shows(order[2])
+            page.click("#clean-summary")  # keys go to the page, not an input
+            page.keyboard.press("ArrowLeft")
+            card_shows(order[1])
+            page.keyboard.press("ArrowRight")
+            card_shows(order[2])
+            page.keyboard.press("ArrowRight")  # past the end: round to the first
+            card_shows(order[0])
+        finally:
+            browser.close()

@@ -285,3 +285,61 @@ def test_two_folders_that_map_to_one_label_folder_are_not_merged(store, photo_fi
     # typing the label's own name (spaces tidied) reaches it
     report = import_files(store, [photo_files["monuments"][0]], "  Cat ")
     assert report.added == 1 and store.status()["labels"] == {"Cat": 3}
+
+
+def test_cli_edits_relabel_trash_restore_undo_redo_export_and_empty_trash(photo_files, home, tmp_path):
+    """Every editing command as a person types it: files move, the journal undoes, nothing is lost silently."""
+    src = tmp_path / "in"
+    for label, files in (("fish", photo_files["fishes"][:3]), ("tool", photo_files["tools"][:3])):
+        (src / label).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, src / label / f.name)
+    assert run_cli("import", str(src), "--dataset", "d", home=home).returncode == 0
+    store = Store.open("d")
+    fish = [r.id for r in store.images(label="fish")]
+
+    def labels():
+        return {lab: Store.open("d").status()["labels"][lab] for lab in ("fish", "tool")}
+
+    def cli_json(*args):
+        out = run_cli(*args, "--dataset", "d", "--json", home=home)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return json.loads(out.stdout)
+
+    moved = cli_json("relabel", fish[0], "--to", "tool")
+    assert moved["changed"] == [fish[0]] and labels() == {"fish": 2, "tool": 4}
+    assert Store.open("d").image(fish[0]).path.parent.name == "tool"
+    refused = run_cli("relabel", fish[1], "--to", "shark", "--dataset", "d", home=home)
+    assert refused.returncode == 1 and "shark" in refused.stderr and "Traceback" not in refused.stderr
+    assert cli_json("relabel", fish[1], "--to", "shark", "--create")["changed"] == [fish[1]]
+    assert Store.open("d").image(fish[1]).label == "shark"
+
+    assert cli_json("trash", fish[2])["changed"] == [fish[2]]
+    trashed = Store.open("d").image(fish[2])
+    assert trashed.status == "trashed" and trashed.path.exists() and ".trash" in trashed.path.parts
+    assert cli_json("trash", fish[2])["unchanged"] == [fish[2]]  # twice is harmless
+    assert cli_json("restore", fish[2])["changed"] == [fish[2]]
+    assert Store.open("d").image(fish[2]).status == "active"
+
+    cli_json("undo")  # the restore
+    assert Store.open("d").image(fish[2]).status == "trashed"
+    cli_json("redo")
+    assert Store.open("d").image(fish[2]).status == "active"
+    cli_json("undo")  # the restore
+    cli_json("undo")  # the trash (trashing it twice changed nothing, so it left no step)
+    assert Store.open("d").image(fish[2]).status == "active"
+    cli_json("undo")  # the relabel to shark
+    assert Store.open("d").image(fish[1]).label == "fish" and labels() == {"fish": 2, "tool": 4}
+
+    out = cli_json("export-dataset", "--out", str(tmp_path / "d.zip"))
+    with zipfile.ZipFile(out["zip"]) as z:
+        names = z.namelist()
+    assert "manifest.csv" in names and sum(n.endswith(".jpg") for n in names) == 6
+
+    cli_json("trash", fish[2])
+    refused = run_cli("empty-trash", "--dataset", "d", home=home)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and Store.open("d").image(fish[2]).path.exists()
+    gone = Store.open("d").image(fish[2]).path
+    done = run_cli("empty-trash", "--dataset", "d", "--yes", home=home)
+    assert done.returncode == 0 and not gone.exists()
+    assert len(Store.open("d").images(status=None)) == 5

@@ -139,7 +139,8 @@ def test_the_whole_journey(browser_page, app_url, web, photo_files):
 
 
 def clean_journey(page, planted_id: str) -> None:
-    """The planted tool photo tops the mislabel queue; '2' relabels it to tool, u undoes, U redoes."""
+    """The planted tool photo tops the mislabel queue; D trashes it, K keeps it (u undoes each, bringing it
+    back to the card); its digit relabels it to tool, u undoes, Shift+U redoes."""
     store = Store.open("dragons")
     digit = str([lab.display for lab in store.labels()].index("tool") + 1)
     open_tab(page, "Clean")
@@ -147,19 +148,31 @@ def clean_journey(page, planted_id: str) -> None:
     page.wait_for_selector(f"#clean-card:has-text('{planted_id}')", timeout=120_000)
     page.click("#clean-summary")  # focus the page, not an input, so keys reach the shortcuts
 
-    def label_becomes(want):
+    def becomes(field, want):
         deadline = time.time() + 20
         while time.time() < deadline:
-            if Store.open("dragons").image(planted_id).label == want:
+            if getattr(Store.open("dragons").image(planted_id), field) == want:
                 return
             time.sleep(0.2)
-        raise AssertionError(f"{planted_id} is {Store.open('dragons').image(planted_id).label}, not {want}")
+        raise AssertionError(f"{planted_id}'s {field} is {getattr(Store.open('dragons').image(planted_id), field)}, "
+                             f"not {want}")
 
+    page.keyboard.press("d")
+    becomes("status", "trashed")
+    page.wait_for_selector("#clean-message:has-text('moved to the trash')")
+    page.keyboard.press("u")
+    becomes("status", "active")
+    page.wait_for_selector(f"#clean-card:has-text('{planted_id}')")  # back in the queue, on the card
+    page.keyboard.press("k")
+    becomes("kept", True)
+    page.keyboard.press("u")
+    becomes("kept", False)
+    page.wait_for_selector(f"#clean-card:has-text('{planted_id}')")
     page.keyboard.press(digit)
-    label_becomes("tool")
+    becomes("label", "tool")
     page.wait_for_selector("#clean-message:has-text('relabelled')")
     page.keyboard.press("u")
-    label_becomes("fish")
+    becomes("label", "fish")
     page.keyboard.press("Shift+U")
-    label_becomes("tool")
+    becomes("label", "tool")
     assert Store.open("dragons").image(planted_id).path.parent.name == "tool"

@@ -316,6 +316,14 @@ def cell_choices(dataset: str):
 
 
 @ui_errors
+def cell_labels(dataset: str, model: str):
+    """The actual/predicted choices follow the model picked (two models can know different labels)."""
+    models = modelstore.list_models(dataset) if dataset and model else []
+    labels = next((m["labels"] for m in models if m["id"] == model and "error" not in m), [])
+    return gr.update(choices=labels), gr.update(choices=labels)
+
+
+@ui_errors
 def show_cell(dataset: str, model: str, actual: str, predicted: str, state: dict | None):
     state = state or _new_state()
     if not model:
@@ -378,9 +386,11 @@ def build(bar) -> None:
                 cluster_btn = gr.Button("Trash the cluster's extra copies", elem_id="clean-cluster")
         with gr.Accordion("Confusion-matrix cell", open=False, elem_id="clean-cell"):
             with gr.Row():
-                model = gr.Dropdown([], label="Model", elem_id="clean-cell-model")
-                actual = gr.Dropdown([], label="Actual", elem_id="clean-cell-actual")
-                predicted = gr.Dropdown([], label="Predicted", elem_id="clean-cell-predicted")
+                # choices are filled per dataset; custom values let API callers name any model and label
+                # (show_cell checks them: unknown ones are a message)
+                model = gr.Dropdown([], label="Model", elem_id="clean-cell-model", allow_custom_value=True)
+                actual = gr.Dropdown([], label="Actual", elem_id="clean-cell-actual", allow_custom_value=True)
+                predicted = gr.Dropdown([], label="Predicted", elem_id="clean-cell-predicted", allow_custom_value=True)
                 cell_btn = gr.Button("Show cell", elem_id="clean-cell-show")
         with gr.Accordion("After edits, trash and export", open=False, elem_id="clean-after"):
             with gr.Row():
@@ -419,4 +429,5 @@ def build(bar) -> None:
     export_btn.click(export, ds, export_file, api_name="export_dataset")
     ds.change(cell_choices, ds, [model, actual, predicted], api_visibility="private")
     kind.change(cell_choices, ds, [model, actual, predicted], api_visibility="private")
+    model.change(cell_labels, [ds, model], [actual, predicted], api_visibility="private")
     cell_btn.click(show_cell, [ds, model, actual, predicted, state], outs + [kind], api_name="cell")
