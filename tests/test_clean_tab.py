@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
+from browser import chromium_page, needs_chromium
 from clean_fixtures import pets, seed_home  # noqa: F401 - fixtures
 from test_clean import plant_swaps
 
@@ -126,8 +125,9 @@ def test_errors_are_messages_not_tracebacks(app_url, pets):
 
 
 def test_trash_cluster_keeps_the_best_copy_and_one_undo_brings_the_rest_back(app_url, pets, photo_files):
-    from test_clean import photo_bytes
     from PIL import ImageEnhance
+
+    from test_clean import photo_bytes
 
     f = photo_files["fishes"][0]
     original = next(r.id for r in pets.images(label="fishes") if r.source.endswith(f.name))
@@ -200,41 +200,28 @@ def test_confusion_matrix_cell_lists_what_the_model_predicted_there(app_url, pet
     assert sizes["tools", "tools"] >= 3  # the diagonal: the model gets most tools right
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (bash test.sh installs it)")
+@needs_chromium
 def test_in_a_browser_a_thumbnail_click_and_the_arrow_keys_move_the_card(app_url, pets):
-    from playwright.sync_api import sync_playwright
-
     pets.trash([r.id for r in pets.images(label="tools")[:3]])
     order = [r.id for r in pets.images(status="trashed")]  # the Trash view's order
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(app_url)
-            page.click("#dataset input")
-            page.get_by_role("option", name="pets", exact=True).click()
-            page.wait_for_selector("#dataset-counts:has-text('119 images')")  # 122 photos, 3 in the trash
-            page.get_by_role("tab", name="Clean").click()
-            page.locator("#clean-kind label", has_text="Trash").click()
-            page.wait_for_selector(f"#clean-card:has-text('{order[0]}')")
+    with chromium_page() as page:
+        page.goto(app_url)
+        page.click("#dataset input")
+        page.get_by_role("option", name="pets", exact=True).click()
+        page.wait_for_selector("#dataset-counts:has-text('119 images')")  # 122 photos, 3 in the trash
+        page.get_by_role("tab", name="Clean").click()
+        page.locator("#clean-kind label", has_text="Trash").click()
+        page.wait_for_selector(f"#clean-card:has-text('{order[0]}')")
 
-            def card_shows(image_id):
-                page.wait_for_selector(f"#clean-card:has-text('{image_id}')", timeout=20_000)
+        def card_shows(image_id):
+            page.wait_for_selector(f"#clean-card:has-text('{image_id}')", timeout=20_000)
 
-            page.locator("#clean-gallery img").nth(2).click()  # the third thumbnail
-            card_shows(order[2])
-            page.click("#clean-summary")  # keys go to the page, not an input
-            page.keyboard.press("ArrowLeft")
-            card_shows(order[1])
-            page.keyboard.press("ArrowRight")
-            card_shows(order[2])
-            page.keyboard.press("ArrowRight")  # past the end: round to the first
-            card_shows(order[0])
-        finally:
-            browser.close()
+        page.locator("#clean-gallery img").nth(2).click()  # the third thumbnail
+        card_shows(order[2])
+        page.click("#clean-summary")  # keys go to the page, not an input
+        page.keyboard.press("ArrowLeft")
+        card_shows(order[1])
+        page.keyboard.press("ArrowRight")
+        card_shows(order[2])
+        page.keyboard.press("ArrowRight")  # past the end: round to the first
+        card_shows(order[0])

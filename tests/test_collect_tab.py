@@ -1,7 +1,6 @@
 """The Collect tab through its API: classes and their queries in, images stored per class, summary out."""
 
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -12,6 +11,7 @@ import pytest
 from gradio_client.exceptions import AppError
 
 import fake_search
+from browser import chromium_page, needs_chromium
 from dragonclf.store import Store
 from httpserver import LoopbackServer, real_photos
 from test_collect import assert_consistent
@@ -221,40 +221,27 @@ def test_cancelled_job_stops_the_collection(client, slow_web, home):
 
 # --- In a real browser: the Queries box fills itself and Start uses what the person edited
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (bash test.sh installs it)")
+@needs_chromium
 def test_queries_box_fills_on_leaving_classes_and_start_uses_the_edit(app_url, web):
-    from playwright.sync_api import sync_playwright
-
     server, calls = web
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(app_url)
-            page.fill("#new-dataset input, #new-dataset textarea", "dragons")
-            page.click("#create-dataset")
-            page.wait_for_selector("#dataset-counts:has-text('no labels yet')")
-            page.get_by_role("tab", name="Collect").click()
+    with chromium_page() as page:
+        page.goto(app_url)
+        page.fill("#new-dataset input, #new-dataset textarea", "dragons")
+        page.click("#create-dataset")
+        page.wait_for_selector("#dataset-counts:has-text('no labels yet')")
+        page.get_by_role("tab", name="Collect").click()
 
-            page.fill("#collect-classes textarea", "fish\ntool")
-            page.keyboard.press("Tab")  # leaving the box suggests a line per class
-            queries = page.locator("#collect-queries textarea")
-            page.wait_for_function("document.querySelector('#collect-queries textarea').value.includes('tool close')")
-            assert queries.input_value() == "fish: fish | fish photo | fish close up\ntool: tool | tool photo | tool close up"
+        page.fill("#collect-classes textarea", "fish\ntool")
+        page.keyboard.press("Tab")  # leaving the box suggests a line per class
+        queries = page.locator("#collect-queries textarea")
+        page.wait_for_function("document.querySelector('#collect-queries textarea').value.includes('tool close')")
+        assert queries.input_value() == "fish: fish | fish photo | fish close up\ntool: tool | tool photo | tool close up"
 
-            queries.fill("fish: fish in a tank\ntool: tool | tool photo | tool close up")
-            page.fill("#collect-per-class input[type=number]", "5")
-            page.keyboard.press("Tab")
-            page.click("#collect-start")
-            page.wait_for_selector("#collect-summary:has-text('Done.')", timeout=120_000)
-        finally:
-            browser.close()
+        queries.fill("fish: fish in a tank\ntool: tool | tool photo | tool close up")
+        page.fill("#collect-per-class input[type=number]", "5")
+        page.keyboard.press("Tab")
+        page.click("#collect-start")
+        page.wait_for_selector("#collect-summary:has-text('Done.')", timeout=120_000)
     assert calls == ["fish in a tank", "tool", "tool photo", "tool close up"]
     store = Store.open("dragons")
     assert store.status()["labels"] == {"fish": 5, "tool": 5}

@@ -11,35 +11,26 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 import fake_search
+from browser import chromium_page, needs_chromium
 from conftest import REPO
 from dragonclf.store import Store
 from httpserver import LoopbackServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "journey"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (bash test.sh installs it)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def browser_page(app_url):
-    from playwright.sync_api import sync_playwright
-
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's screenshots
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(60_000)
+    with chromium_page(height=1100) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture
