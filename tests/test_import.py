@@ -264,12 +264,17 @@ def test_zip_entries_whose_headers_declare_gigabytes_are_refused_unread(store, p
     assert "3221 MB" in next(i["detail"] for i in report.items if i["outcome"] == "refused")
 
 
-def test_two_folders_that_map_to_one_label_folder_are_not_merged(store, photo_files, tmp_path):
-    src = tmp_path / "tree"
-    for name, files in (("Cat", photo_files["fishes"][:2]), ("cat", photo_files["tools"][:3])):
-        (src / name).mkdir(parents=True)
+def label_tree(root: Path, files_by_folder: dict) -> Path:
+    """root/<folder>/<photo> for each folder and its photos, as a person lays out an import."""
+    for folder, files in files_by_folder.items():
+        (root / folder).mkdir(parents=True)
         for f in files:
-            shutil.copy(f, src / name / f.name)
+            shutil.copy(f, root / folder / f.name)
+    return root
+
+
+def test_two_folders_that_map_to_one_label_folder_are_not_merged(store, photo_files, tmp_path):
+    src = label_tree(tmp_path / "tree", {"Cat": photo_files["fishes"][:2], "cat": photo_files["tools"][:3]})
     report = import_path(store, src)
     assert report.added == 2 and report.rejected == {"label-clash": 3}
     assert store.status()["labels"] == {"Cat": 2}
@@ -289,11 +294,7 @@ def test_two_folders_that_map_to_one_label_folder_are_not_merged(store, photo_fi
 
 def test_cli_edits_relabel_trash_restore_undo_redo_export_and_empty_trash(photo_files, home, tmp_path):
     """Every editing command as a person types it: files move, the journal undoes, nothing is lost silently."""
-    src = tmp_path / "in"
-    for label, files in (("fish", photo_files["fishes"][:3]), ("tool", photo_files["tools"][:3])):
-        (src / label).mkdir(parents=True)
-        for f in files:
-            shutil.copy(f, src / label / f.name)
+    src = label_tree(tmp_path / "in", {"fish": photo_files["fishes"][:3], "tool": photo_files["tools"][:3]})
     assert run_cli("import", str(src), "--dataset", "d", home=home).returncode == 0
     store = Store.open("d")
     fish = [r.id for r in store.images(label="fish")]
