@@ -7,6 +7,9 @@ returns, for each, either the complete body or a refusal with a stable reason
 slug that reports count by. It never raises for a bad URL and never hangs: a
 watchdog closes any connection that outlives its image's deadline.
 
+The network checks (URL form, public addresses, pinned connections, the
+watchdog, magic bytes) live in `netsafe`; this module schedules and reads.
+
 What it does not do is decide whether the bytes are a good image: that is the
 ingest pipeline's job (decode under a pixel limit, normalise, dedup). We only
 refuse early what is certainly not an image (HTML, text, SVG, unknown magic).
@@ -15,8 +18,6 @@ refuse early what is certainly not an image (HTML, text, SVG, unknown magic).
 from __future__ import annotations
 
 import http.client
-import ipaddress
-import re
 import socket
 import ssl
 import threading
@@ -24,12 +25,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from dragonclf import config
 from dragonclf.errors import Refused
+from dragonclf.netsafe import (
+    FetchRefused,
+    PinnedHTTPConnection,
+    PinnedHTTPSConnection,
+    Watchdog,
+    is_public_address,
+    normalise_url,
+    refuse_head,
+    resolve,
+)
 
 USER_AGENT = "dragonclf/0.1 (+image classifier builder)"
+_TEXTUAL_TYPES = ("text/", "html", "xml", "json", "javascript", "svg")  # content types that are never photos
 
 # Reason slugs a fetch can end with (the ingest pipeline adds its own).
 REASONS = (
@@ -68,197 +80,6 @@ class FetchResult:
     seconds: float = 0.0
 
 
-class _Refusal(Refused):
-    """A refusal that may be worth retrying (transient) after `retry_after` seconds."""
-
-    def __init__(self, reason: str, detail: str = "", transient: bool = False, retry_after: float | None = None):
-        super().__init__(reason, detail)
-        self.transient, self.retry_after = transient, retry_after
-
-
-# --------------------------------------------------------------------------- URLs
-
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-_QUERY_SAFE = _PATH_SAFE + "?"
-
-
-def normalise_url(url: str) -> str:
-    """A canonical form, so the same image asked for twice is fetched once.
-
-    Drops the fragment (never sent to servers), lower-cases scheme and host,
-    IDNA-encodes international host names, percent-encodes spaces and non-ASCII
-    without double-encoding existing escapes, and drops default ports.
-    Raises Refused (reason "bad-url" or "bad-scheme") for what cannot be fetched.
-    """
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise _Refusal("bad-url", f"unparsable URL: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise _Refusal("bad-scheme", f"only http and https can be fetched, not {scheme or 'a relative URL'!r}")
-    if parts.username is not None or parts.password is not None:
-        # "http://good.com@evil.com/" tricks people reading logs; no image needs it.
-        raise _Refusal("bad-url", "URLs with a user name or password are not fetched")
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise _Refusal("bad-url", "URL has no host")
-    try:
-        host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError as e:
-        raise _Refusal("bad-url", f"bad host name: {e}") from None
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if port and port != {"http": 80, "https": 443}[scheme]:
-        host = f"{host}:{port}"
-    path = quote(_BAD_PERCENT.sub("%25", parts.path or "/"), safe=_PATH_SAFE)
-    query = quote(_BAD_PERCENT.sub("%25", parts.query), safe=_QUERY_SAFE)
-    return urlunsplit(SplitResult(scheme, host, path, query, ""))
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-def is_public_address(ip: str) -> bool:
-    """False for loopback, private, link-local, reserved, multicast, unspecified, CGNAT..."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    bad = (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved
-           or addr.is_multicast or addr.is_unspecified)
-    return addr.is_global and not bad
-
-
-def _resolve(host: str, port: int) -> list[tuple[int, str]]:
-    # socket.getaddrinfo looked up at call time, so tests can patch the resolver.
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen, out = set(), []
-    for family, _type, _proto, _canon, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
-            seen.add(sockaddr[0])
-            out.append((family, sockaddr[0]))
-    return out
-
-
-# --------------------------------------------------------------------------- connections
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to an address we already checked, never to a fresh DNS answer.
-
-    Resolving again at connect time would let a hostile DNS server answer a
-    public address to our check and 127.0.0.1 to the connection (rebinding).
-    """
-
-    def __init__(self, host, port, ip, family, timeout, on_socket):
-        super().__init__(host, port, timeout=timeout)
-        self._ip, self._family, self._on_socket = ip, family, on_socket
-
-    def connect(self):
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
-        self._on_socket(sock)  # the watchdog may close it from now on
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect((self._ip, self.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    default_port = 443
-
-    def __init__(self, host, port, ip, family, timeout, on_socket, context):
-        super().__init__(host, port, ip, family, timeout, on_socket)
-        self._context = context
-
-    def connect(self):
-        super().connect()
-        # SNI and certificate checks use the host name, not the pinned IP.
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
-        self._on_socket(self.sock)
-
-
-class _Watchdog:
-    """Closes sockets whose image ran past its deadline, or all on cancel.
-
-    A socket timeout only bounds the wait for the *next* byte; a server that
-    sends one byte a second would hold a reader forever without this.
-    """
-
-    def __init__(self, cancel: threading.Event | None):
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, socket.socket]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dragonclf-watchdog", daemon=True)
-        self._thread.start()
-
-    def watch(self, token: int, deadline: float, sock: socket.socket) -> None:
-        with self._lock:
-            self._watched[token] = (deadline, sock)
-
-    def forget(self, token: int) -> None:
-        with self._lock:
-            self._watched.pop(token, None)
-
-    def _run(self):
-        while not self._stop.wait(0.05):
-            now = time.monotonic()
-            cancelled = self._cancel is not None and self._cancel.is_set()
-            with self._lock:
-                late = [tok for tok, (dl, _s) in self._watched.items() if cancelled or now >= dl]
-                socks = [self._watched.pop(tok)[1] for tok in late]
-            for s in socks:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)  # wakes the blocked reader at once
-                except OSError:
-                    pass  # already closed by its owner: nothing left to stop
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=1)
-
-
-# --------------------------------------------------------------------------- sniffing
-
-_TEXTUAL_TYPES = ("text/", "html", "xml", "json", "javascript", "svg")
-
-
-def sniff_image(head: bytes) -> str | None:
-    """The image format the first bytes announce, or None when they are no image we know."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:2] == b"BM":
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1"):
-        return "avif"
-    return None
-
-
-def _refuse_head(head: bytes, content_type: str) -> None:
-    if sniff_image(head):
-        return
-    text = head.lstrip()[:256].lower()
-    if b"<svg" in text or "svg" in content_type:
-        raise _Refusal("svg", "SVG is a vector drawing, not a photo")
-    what = "HTML" if (b"<html" in text or b"<!doctype" in text) else "not a known image format"
-    raise _Refusal("not-an-image", f"body is {what} (content type {content_type or 'missing'})")
-
-
 # --------------------------------------------------------------------------- fetching
 
 
@@ -278,7 +99,7 @@ class Fetcher:
         self._dns: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
-        self._watchdog = _Watchdog(self.cancel)
+        self._watchdog = Watchdog(self.cancel)
         self._tls = tls or ssl.create_default_context()  # certificates and host names always checked
         self._token = 0
         self._token_lock = threading.Lock()
@@ -330,7 +151,7 @@ class Fetcher:
             result.url = normalise_url(url)
             self._fetch_with_retries(result, start + self.cfg.deadline)
             result.ok = True
-        except _Refusal as r:
+        except FetchRefused as r:
             result.reason, result.detail, result.data = r.reason, r.detail, b""
         result.seconds = time.monotonic() - start
         return result
@@ -345,16 +166,16 @@ class Fetcher:
             try:
                 self._follow_redirects(result, deadline)
                 return
-            except _Refusal as r:
+            except FetchRefused as r:
                 if self.cancel.is_set():
-                    raise _Refusal("cancelled", "stopped before this image finished") from None
+                    raise FetchRefused("cancelled", "stopped before this image finished") from None
                 if not r.transient or attempt > self.cfg.retries:
                     raise
                 wait_s = r.retry_after if r.retry_after is not None else self.cfg.backoff * 2 ** (attempt - 1)
                 if time.monotonic() + wait_s >= deadline:
                     raise  # no time left for another try: report what happened
                 if self.cancel.wait(wait_s):
-                    raise _Refusal("cancelled", "stopped before this image finished") from None
+                    raise FetchRefused("cancelled", "stopped before this image finished") from None
 
     def _follow_redirects(self, result: FetchResult, deadline: float) -> None:
         url, visited = result.url, set()
@@ -366,8 +187,8 @@ class Fetcher:
                 return
             url = normalise_url(urljoin(url, location))  # each hop is checked afresh
             if url in visited:
-                raise _Refusal("redirect-loop", f"redirect back to {url}")
-        raise _Refusal("too-many-redirects", f"more than {self.cfg.max_redirects} redirects")
+                raise FetchRefused("redirect-loop", f"redirect back to {url}")
+        raise FetchRefused("too-many-redirects", f"more than {self.cfg.max_redirects} redirects")
 
     def _host_slot(self, host: str) -> threading.BoundedSemaphore:
         with self._hosts_lock:
@@ -378,20 +199,20 @@ class Fetcher:
     def _addresses(self, host: str, port: int, deadline: float) -> list[tuple[int, str]]:
         addrs = self._dns.get((host, port))
         if addrs is None:
-            future = self._resolver.submit(_resolve, host, port)
+            future = self._resolver.submit(resolve, host, port)
             try:
                 addrs = future.result(timeout=max(0.01, min(self.cfg.connect_timeout, deadline - time.monotonic())))
             except TimeoutError:
-                raise _Refusal("dns-timeout", f"no DNS answer for {host}") from None
+                raise FetchRefused("dns-timeout", f"no DNS answer for {host}") from None
             except (socket.gaierror, UnicodeError, OSError) as e:
-                raise _Refusal("dns-failed", f"cannot resolve {host}: {e}") from None
+                raise FetchRefused("dns-failed", f"cannot resolve {host}: {e}") from None
             if not addrs:
-                raise _Refusal("dns-failed", f"no address for {host}")
+                raise FetchRefused("dns-failed", f"no address for {host}")
             self._dns[(host, port)] = addrs
         if not self.allow_private:
             bad = [ip for _f, ip in addrs if not is_public_address(ip)]
             if bad:  # any bad answer is refused: mixing good and bad answers is a rebinding trick
-                raise _Refusal("private-address", f"{host} resolves to non-public address {bad[0]}")
+                raise FetchRefused("private-address", f"{host} resolves to non-public address {bad[0]}")
         return addrs
 
     def _request(self, url: str, result: FetchResult, deadline: float) -> str | None:
@@ -403,7 +224,7 @@ class Fetcher:
         addrs = self._addresses(host, port, deadline)
         slot = self._host_slot(host)
         if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _Refusal("deadline", f"waited too long for a free connection to {host}")
+            raise FetchRefused("deadline", f"waited too long for a free connection to {host}")
         with self._token_lock:
             self._token += 1
             token = self._token
@@ -417,14 +238,14 @@ class Fetcher:
                     self._watchdog.watch(_tok, deadline, s)
 
                 if https:
-                    conn = _PinnedHTTPSConnection(host, port, ip, family, timeout, on_socket, self._tls)
+                    conn = PinnedHTTPSConnection(host, port, ip, family, timeout, on_socket, self._tls)
                 else:
-                    conn = _PinnedHTTPConnection(host, port, ip, family, timeout, on_socket)
+                    conn = PinnedHTTPConnection(host, port, ip, family, timeout, on_socket)
                 try:
                     conn.connect()
                     break
                 except ssl.SSLError as e:
-                    raise _Refusal("tls-error", f"TLS failed with {host}: {e}") from None
+                    raise FetchRefused("tls-error", f"TLS failed with {host}: {e}") from None
                 except OSError as e:
                     conn.close()
                     errors.append(e)
@@ -452,33 +273,33 @@ class Fetcher:
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location")
                 if not location:
-                    raise _Refusal(f"http-{resp.status}", "redirect without a Location")
+                    raise FetchRefused(f"http-{resp.status}", "redirect without a Location")
                 return location
             if resp.status == 429 or 500 <= resp.status < 600:
-                raise _Refusal(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}",
+                raise FetchRefused(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}",
                                transient=True, retry_after=self._retry_after(resp, deadline))
             if not 200 <= resp.status < 300:
-                raise _Refusal(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}")
+                raise FetchRefused(f"http-{resp.status}", f"server answered {resp.status} {resp.reason}")
             ctype = (resp.getheader("Content-Type") or "").lower()
             result.content_type = ctype
             if any(t in ctype for t in _TEXTUAL_TYPES):
-                raise _Refusal("svg" if "svg" in ctype else "not-an-image", f"content type is {ctype}")
+                raise FetchRefused("svg" if "svg" in ctype else "not-an-image", f"content type is {ctype}")
             length = resp.getheader("Content-Length")
             if length and length.isdigit() and int(length) > self.cfg.max_bytes:
-                raise _Refusal("too-many-bytes", f"server announces {int(length)} bytes (cap {self.cfg.max_bytes})")
+                raise FetchRefused("too-many-bytes", f"server announces {int(length)} bytes (cap {self.cfg.max_bytes})")
             result.data = self._read_body(sock, resp, ctype, deadline)
             return None
-        except _Refusal:
+        except FetchRefused:
             raise
         except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionResetError,
                 BrokenPipeError) as e:
             if time.monotonic() >= deadline or self.cancel.is_set():
                 raise self._late(deadline) from None
-            raise _Refusal("connection-reset", f"connection dropped: {e!r}", transient=True) from None
+            raise FetchRefused("connection-reset", f"connection dropped: {e!r}", transient=True) from None
         except http.client.HTTPException as e:
             if time.monotonic() >= deadline or self.cancel.is_set():
                 raise self._late(deadline) from None
-            raise _Refusal("protocol-error", f"bad HTTP from server: {e!r}") from None
+            raise FetchRefused("protocol-error", f"bad HTTP from server: {e!r}") from None
         except OSError as e:
             raise self._os_refusal(e, deadline, "read") from None
 
@@ -494,34 +315,34 @@ class Fetcher:
             chunks.append(chunk)
             total += len(chunk)
             if total > self.cfg.max_bytes:
-                raise _Refusal("too-many-bytes", f"more than {self.cfg.max_bytes} bytes")
+                raise FetchRefused("too-many-bytes", f"more than {self.cfg.max_bytes} bytes")
             if not head_checked and total >= 16:
-                _refuse_head(b"".join(chunks)[:512], ctype)  # refuse HTML early, not after 20 MB
+                refuse_head(b"".join(chunks)[:512], ctype)  # refuse HTML early, not after 20 MB
                 head_checked = True
         if resp.length:  # Content-Length promised more than arrived before the close
-            raise _Refusal("truncated", f"connection closed {resp.length} bytes early", transient=True)
+            raise FetchRefused("truncated", f"connection closed {resp.length} bytes early", transient=True)
         data = b"".join(chunks)
         if not data:
-            raise _Refusal("empty", "server sent zero bytes")
+            raise FetchRefused("empty", "server sent zero bytes")
         if not head_checked:
-            _refuse_head(data, ctype)
+            refuse_head(data, ctype)
         return data
 
-    def _late(self, deadline: float) -> _Refusal:
+    def _late(self, deadline: float) -> FetchRefused:
         if self.cancel.is_set():
-            return _Refusal("cancelled", "stopped before this image finished")
-        return _Refusal("deadline", f"image took longer than {self.cfg.deadline:g} s")
+            return FetchRefused("cancelled", "stopped before this image finished")
+        return FetchRefused("deadline", f"image took longer than {self.cfg.deadline:g} s")
 
-    def _os_refusal(self, e: OSError, deadline: float, phase: str) -> _Refusal:
+    def _os_refusal(self, e: OSError, deadline: float, phase: str) -> FetchRefused:
         if time.monotonic() >= deadline - 0.01 or self.cancel.is_set():
             return self._late(deadline)
         if isinstance(e, (TimeoutError, socket.timeout)):
-            return _Refusal("timeout", f"no answer within the {phase} timeout")
+            return FetchRefused("timeout", f"no answer within the {phase} timeout")
         if isinstance(e, ssl.SSLError):
-            return _Refusal("tls-error", str(e))
+            return FetchRefused("tls-error", str(e))
         if isinstance(e, ConnectionResetError):
-            return _Refusal("connection-reset", f"connection reset during {phase}", transient=True)
-        return _Refusal("connect-failed" if phase == "connect" else "connection-reset",
+            return FetchRefused("connection-reset", f"connection reset during {phase}", transient=True)
+        return FetchRefused("connect-failed" if phase == "connect" else "connection-reset",
                         f"{phase} failed: {e}", transient=phase != "connect")
 
     def _timeout(self, limit: float, deadline: float) -> float:
