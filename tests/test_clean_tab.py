@@ -186,6 +186,10 @@ def test_confusion_matrix_cell_lists_what_the_model_predicted_there(app_url, pet
     c = session(app_url)
     with pytest.raises(AppError, match="(?i)pick the actual"):
         c.predict("pets", model["id"], None, None, api_name="/cell")
+    for bad in ("no-such-model", "../../../etc"):  # typed model names stay inside the models folder
+        with pytest.raises(AppError) as err:
+            c.predict("pets", bad, "tools", "tools", api_name="/cell")
+        assert "Traceback" not in str(err.value) and "model" in str(err.value).lower()
     resolved = modelstore.resolve(model["id"], "pets")
     sizes = {}
     for actual, predicted in (("tools", "tools"), ("fishes", "tools"), ("tools", "fishes")):
