@@ -5,10 +5,11 @@ from __future__ import annotations
 import zipfile
 
 import pytest
+from PIL import ImageEnhance
 
 from browser import chromium_page, needs_chromium
 from clean_fixtures import pets, seed_home  # noqa: F401 - fixtures
-from test_clean import plant_swaps
+from test_clean import photo_bytes, plant_swaps
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -125,10 +126,6 @@ def test_errors_are_messages_not_tracebacks(app_url, pets):
 
 
 def test_trash_cluster_keeps_the_best_copy_and_one_undo_brings_the_rest_back(app_url, pets, photo_files):
-    from PIL import ImageEnhance
-
-    from test_clean import photo_bytes
-
     f = photo_files["fishes"][0]
     original = next(r.id for r in pets.images(label="fishes") if r.source.endswith(f.name))
     crop = pets.ingest(photo_bytes(f, lambda im: im.crop((4, 4, im.width - 4, im.height - 4))), "fishes").image_id
@@ -140,7 +137,7 @@ def test_trash_cluster_keeps_the_best_copy_and_one_undo_brings_the_rest_back(app
     view = call(c, "trash_cluster", "pets", "duplicate")
     assert view["message"].startswith("2 moved to the trash")
     assert [pets.image(i).status for i in (original, crop, bright)].count("active") == 1
-    view = call(c, "undo", "pets", "duplicate")  # the cluster was one step
+    call(c, "undo", "pets", "duplicate")  # the cluster was one step
     assert {pets.image(i).status for i in (original, crop, bright)} == {"active"}
     pets.trash([original])
     call(c, "suspects", "pets", "trash")  # a card outside any cluster
