@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dragonclf.config import IngestConfig
 from dragonclf.errors import Refused
+from dragonclf.phash_index import distance as phash_distance  # noqa: F401 - the Hamming distance, kept here by name
 
 # Formats we accept (what Pillow calls them). Anything else is refused by name.
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}
@@ -155,7 +156,3 @@ def normalise(data: bytes, cfg: IngestConfig = IngestConfig()) -> Normalised:
         notes=notes,
     )
 
-
-def phash_distance(a: str, b: str) -> int:
-    """Hamming distance between two hex perceptual hashes."""
-    return bin(int(a, 16) ^ int(b, 16)).count("1")

@@ -33,7 +33,8 @@ from pathlib import Path
 from dragonclf import config
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
-from dragonclf.ingest import normalise, phash_distance
+from dragonclf import phash_index
+from dragonclf.ingest import normalise
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS images(
     origin TEXT, source TEXT, query TEXT, engine TEXT, image_url TEXT, page_url TEXT,
     title TEXT, license TEXT, added_at REAL);
 CREATE INDEX IF NOT EXISTS images_folder ON images(folder, status);
+CREATE INDEX IF NOT EXISTS images_phash_b0 ON images(substr(phash, 1, 4));
+CREATE INDEX IF NOT EXISTS images_phash_b1 ON images(substr(phash, 5, 4));
+CREATE INDEX IF NOT EXISTS images_phash_b2 ON images(substr(phash, 9, 4));
+CREATE INDEX IF NOT EXISTS images_phash_b3 ON images(substr(phash, 13, 4));
 CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, batch INT NOT NULL, image_id TEXT NOT NULL,
     action TEXT NOT NULL, before_folder TEXT, after_folder TEXT, before_status TEXT,
@@ -293,7 +298,7 @@ class Store(Journal, Rescan):
                 return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes)
             tmp = self._write_tmp(norm)
             sha256 = hashlib.sha256(norm.jpeg).hexdigest()
-            near = self._near_duplicates(norm.phash, cfg.near_dup_distance)
+            near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
             now = time.time()
             with self._tx() as db:
                 # Near-duplicates stay on the same side of the validation split; others are spread per label.
@@ -353,13 +358,29 @@ class Store(Journal, Rescan):
             )
         return IngestResult("added", image_id, None, "stored again: its file had been removed by hand", notes)
 
-    def _near_duplicates(self, phash: str, max_distance: int) -> list[tuple[str, int, float]]:
+    def near_duplicates_of(self, phash: str, max_distance: int = IngestConfig.near_dup_distance) -> list[tuple[str, int, float]]:
+        """Stored images (active or trashed) within `max_distance` bits: (id, distance, split key), closest first.
+
+        Looked up through the per-band indexes (see phash_index), so the cost does not grow with the dataset.
+        """
+        sql = "SELECT rowid, id, phash, split_key FROM images WHERE status IN ('active','trashed')"
+        if phash_index.indexable(phash):
+            radius = phash_index.band_radius(max_distance)
+            parts, args = [], []
+            for k, band in enumerate(phash_index.bands(phash)):
+                values = phash_index.neighbours(band, radius)
+                parts.append(f"{sql} AND {phash_index.band_sql(k)} IN ({','.join('?' * len(values))})")
+                args += values
+            rows = self._db.execute(" UNION ".join(parts), args)
+        else:  # a hash of another size: compare with every stored one
+            rows = self._db.execute(sql)
         out = []
-        for r in self._db.execute("SELECT id, phash, split_key FROM images WHERE status IN ('active','trashed')"):
-            d = phash_distance(phash, r["phash"])
-            if d <= max_distance:
-                out.append((r["id"], d, r["split_key"]))
-        return sorted(out, key=lambda t: t[1])
+        for r in rows:
+            if r["phash"] and len(r["phash"]) == len(phash):
+                d = phash_index.distance(phash, r["phash"])
+                if d <= max_distance:
+                    out.append((r["rowid"], r["id"], d, r["split_key"]))
+        return [(i, d, key) for _, i, d, key in sorted(out, key=lambda t: (t[2], t[0]))]  # ties: oldest first
 
     def _display(self, folder: str) -> str:
         row = self._db.execute("SELECT display FROM labels WHERE folder=?", (folder,)).fetchone()
@@ -463,6 +484,11 @@ def _spread_key(db, folder: str) -> float:
     get no validation image, or five. Keys from this sequence put close to `share` of every label's
     images below `share` for any share, from a handful of images on, and stay fixed once given.
     """
-    n = db.execute("SELECT COUNT(*) FROM images WHERE folder=?", (folder,)).fetchone()[0]
+    # n is counted once, then kept in `meta` (a COUNT over a label of 50,000 rows costs more than the lookup
+    # of near-duplicates: ingest would slow down as the label grows).
+    counter = f"arrivals:{folder}"
+    row = db.execute("SELECT value FROM meta WHERE key=?", (counter,)).fetchone()
+    n = int(row[0]) if row else db.execute("SELECT COUNT(*) FROM images WHERE folder=?", (folder,)).fetchone()[0]
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (counter, str(n + 1)))
     offset = int(hashlib.sha256(folder.encode()).hexdigest()[:8], 16) / 2**32
     return (offset + n * GOLDEN) % 1.0
