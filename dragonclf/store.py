@@ -34,7 +34,6 @@ from dragonclf import config
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
 from dragonclf import phash_index
-from dragonclf.ingest import normalise
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
@@ -264,6 +263,8 @@ class Store(Journal, Rescan):
     # ---- adding ------------------------------------------------------------------
     def ingest(self, data: bytes, label: str, provenance: dict | None = None, cfg: IngestConfig = IngestConfig()) -> IngestResult:
         """Normalise and store one image under `label`. Bad bytes -> outcome "refused"."""
+        from dragonclf.ingest import normalise  # numpy, Pillow, imagehash: reading the store needs none of them
+
         lab = self.label(label)
         try:
             norm = normalise(data, cfg)

@@ -19,6 +19,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 AREAS = ("data", "collect", "train", "clean", "distributed")
+# Areas whose commands need no model: their modules and `register` import no torch, fastai, timm or
+# scikit-learn, and a command of theirs builds a parser of these areas only, so `status` answers at once.
+MODEL_FREE_AREAS = ("data", "collect")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,12 +29,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the areas it needs (all of them for help or an unknown command)."""
     parser = _Parser(prog="python -m dragonclf", description="Build an image classifier from web images.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     import importlib
 
     for area in AREAS:
+        if area not in MODEL_FREE_AREAS and command in sub.choices:
+            continue  # a model-free command: the model areas (and torch) are not needed
         try:
             module = importlib.import_module(f"dragonclf.cli.{area}")
         except ModuleNotFoundError as e:  # an area not built yet
@@ -60,7 +67,8 @@ def emit(result, as_json: bool, text=None) -> None:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

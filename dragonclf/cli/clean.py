@@ -1,28 +1,22 @@
-"""CLI for Clean: ranked suspects and the dataset export (edits live in cli/data.py)."""
+"""CLI for Clean: ranked suspects (edits and the dataset export, which need no model, live in cli/data.py)."""
 
 from __future__ import annotations
 
 import sys
 
-from dragonclf import clean
-from dragonclf.backbones import DEFAULT_BACKBONE
 from dragonclf.cli import add_json_flag, emit
-from dragonclf.store import Store
 
 
 def register(sub) -> None:
+    from dragonclf import clean
+    from dragonclf.backbones import DEFAULT_BACKBONE
+
     p = sub.add_parser("suspects", help="rank likely mislabels, duplicates, label conflicts and poor-quality images")
     p.add_argument("--dataset", required=True)
     p.add_argument("--kind", choices=clean.KINDS, help="only this kind of suspect (default: all)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="embeddings for the mislabel ranking")
     add_json_flag(p)
     p.set_defaults(func=cmd_suspects)
-
-    p = sub.add_parser("export-dataset", help="zip the label folders with manifest.csv and a dataset card")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", help="a .zip path or a folder (default: ./<dataset>.zip)")
-    add_json_flag(p)
-    p.set_defaults(func=cmd_export)
 
 
 def _text(items: list[dict]) -> str:
@@ -36,14 +30,12 @@ def _text(items: list[dict]) -> str:
 
 
 def cmd_suspects(a) -> int:
+    from dragonclf import clean
+    from dragonclf.store import Store
+
     found = clean.find_suspects(Store.open(a.dataset), [a.kind] if a.kind else None, backbone=a.backbone)
     for note in found.notes:  # kinds that could not run: say why, on stderr, so --json stays parseable
         print(f"note: {note}", file=sys.stderr)
     emit(found.items, a.json, _text)
     return 0
 
-
-def cmd_export(a) -> int:
-    path = clean.export_dataset(Store.open(a.dataset), a.out)
-    emit({"zip": str(path)}, a.json, lambda r: f"wrote {r['zip']}")
-    return 0

@@ -1,9 +1,11 @@
-"""CLI for the store: datasets, import, status, edits (relabel/trash/restore/undo/redo), check."""
+"""CLI for the store: datasets, import, status, edits (relabel/trash/restore/undo/redo), check, export-dataset.
+
+None of these needs a model: this module imports no torch, fastai, timm or scikit-learn (see cli/__init__.py).
+"""
 
 from __future__ import annotations
 
 from dragonclf.cli import add_json_flag, emit
-from dragonclf.importer import import_path
 from dragonclf.store import Store, list_datasets
 
 
@@ -64,8 +66,16 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("export-dataset", help="zip the label folders with manifest.csv and a dataset card")
+    _dataset(p)
+    p.add_argument("--out", help="a .zip path or a folder (default: ./<dataset>.zip)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_export)
+
 
 def cmd_import(a) -> int:
+    from dragonclf.importer import import_path
+
     store = Store.open(a.dataset, create=True)
     report = import_path(store, a.src, label=a.label)
     emit(report.as_dict(), a.json, lambda r: report.summary())
@@ -83,3 +93,11 @@ def cmd_check(a) -> int:
     report = Store.open(a.dataset).check(repair=a.repair)
     emit(report, a.json)
     return 0 if report["ok"] or a.repair else 1
+
+
+def cmd_export(a) -> int:
+    from dragonclf.dataset_export import export_dataset
+
+    path = export_dataset(Store.open(a.dataset), a.out)
+    emit({"zip": str(path)}, a.json, lambda r: f"wrote {r['zip']}")
+    return 0
