@@ -48,7 +48,7 @@ def flipped_dataset(seed: int, share: float = 0.1) -> tuple[Store, dict[str, str
     """A copy of the demo with `share` of its labels flipped at random: (store, {id: true label})."""
     name = f"flip{seed}"
     demo = Store.open("demo")
-    demo._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy must hold every committed row
+    demo.checkpoint()  # the copy must hold every committed row
     root = demo.root.parent / name
     if root.exists():
         Store.open(name).close()

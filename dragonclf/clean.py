@@ -400,12 +400,13 @@ def decide(store: Store, ids, action: str, label: str | None = None, create_labe
         if not (label or "").strip():
             raise DragonError("Choose the label to move the images to.")
         label = label.strip()
-        try:
-            store.label(label)
-        except DragonError:
-            if not create_label:
+        if create_label:
+            store.label_or_create(label)
+        else:
+            try:
+                store.label(label)
+            except DragonError:  # a name clash too: say which labels exist
                 raise MissingLabel(label, store.name, [lab.display for lab in store.labels()]) from None
-            store.add_label(label)
     return store.apply([Decision(i, action, label) for i in ids])
 
 

@@ -129,10 +129,7 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
     filters = filters if isinstance(filters, Filters) else Filters.from_dict(filters)
     if max_images is not None and max_images < 1:
         raise DragonError("the number of images to collect must be at least 1")
-    try:
-        display = store.label(label).display
-    except DragonError:
-        display = store.add_label(label).display
+    display = store.label_or_create(label).display
     report = CollectReport(label=display)
 
     def finish(item: CollectItem) -> None:
@@ -152,12 +149,8 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
         raw = [(r.image_url, r) for r in outcome.results]
 
     candidates = _candidates(raw, report, finish)
+    store.record_stored_urls()  # an image stored by a run killed before it recorded its URL is finished too
     done_before = store.url_outcomes()
-    # An image stored by a run killed before it could record the URL is finished too: its row says so.
-    for row in store.images(status=None):
-        if row.source and row.source not in done_before and row.origin == "url":
-            store.mark_url(row.source, "added")
-            done_before[row.source] = ("added", None)
     todo = []
     already_stored = 0
     for c in candidates:
@@ -313,11 +306,7 @@ def _record_ingest(store, c, fetched: FetchResult, res, report, finish) -> None:
         report.conflicts += 1
     else:
         report.refused[res.reason or "unreadable"] += 1
-    if res.image_id and res.outcome != "refused":
-        try:
-            item.path = str(store.image(res.image_id).path)
-        except DragonError:
-            item.path = None  # trashed or gone meanwhile: the gallery just shows no picture
+    item.path = str(res.path) if res.path else None
     store.mark_url(c.url, res.outcome, res.reason)
     finish(item)
 

@@ -10,7 +10,6 @@ a zip is read entry by entry in memory, never extracted: unsafe paths
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import zipfile
 import zlib
@@ -21,6 +20,7 @@ from typing import Callable
 
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
+from dragonclf.layout import PROVENANCE_KEYS
 from dragonclf.names import NameClash, clean_display, is_doc
 from dragonclf.store import IngestResult, Label, Store
 
@@ -71,13 +71,6 @@ class ImportReport:
 
 
 Progress = Callable[[float, str], None]
-
-
-def _label_for(store: Store, name: str) -> Label:
-    try:
-        return store.label(name)
-    except DragonError:
-        return store.add_label(name)
 
 
 def import_path(store: Store, src: str | os.PathLike, label: str | None = None, cfg: IngestConfig = IngestConfig(),
@@ -145,7 +138,7 @@ def _left_out(p: Path, top: Path, report: ImportReport) -> bool:
 def _label_or_refuse(store: Store, name: str, source: str, report: ImportReport) -> Label | None:
     """The label for `name`, created if new; None (file refused) when its folder belongs to another label."""
     try:
-        return _label_for(store, name)
+        return store.label_or_create(name)
     except NameClash as err:
         report.refuse(source, name, "label-clash", str(err))
         report.tell(f"files under {name!r} not imported: {err}")
@@ -161,39 +154,21 @@ def import_folder(store, src: Path, label=None, cfg=IngestConfig(), progress=Non
         lab = _label_or_refuse(store, name, str(path), report)
         if lab is None:
             continue
-        res = _ingest_file(store, path, lab, {"origin": "import", "source": str(path)}, cfg)
+        res = store.ingest_file(path, lab.display, {"origin": "import", "source": str(path)}, cfg)
         report.count(str(path), lab.display, res)
         if progress:
             progress((i + 1) / len(plan), f"{i + 1}/{len(plan)} files: {report.summary()}")
     return report
 
 
-def _ingest_file(store: Store, path: Path, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
-    """Read a regular file (bounded, no links) and ingest it."""
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            return IngestResult("refused", None, "symlink", "symbolic links are not followed")
-        if not stat.S_ISREG(st.st_mode):
-            return IngestResult("refused", None, "not-a-file", "not a regular file")
-        if st.st_size > cfg.max_bytes:
-            return IngestResult("refused", None, "too-many-bytes", f"{st.st_size / 1e6:.1f} MB is over the limit")
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(cfg.max_bytes + 1)
-    except OSError as e:
-        return IngestResult("refused", None, "unreadable", f"could not read the file ({e.strerror or e})")
-    return store.ingest(data, lab.display, provenance, cfg)
-
-
 def import_files(store: Store, paths, label: str, cfg=IngestConfig(), origin: str = "upload",
                  names: list[str] | None = None) -> ImportReport:
     """Single files (e.g. browser uploads) into one label. `names`: what to record as their source."""
-    lab = _label_for(store, label)
+    lab = store.label_or_create(label)
     report = ImportReport()
     for i, p in enumerate(paths):
         source = names[i] if names else str(p)
-        res = _ingest_file(store, Path(p), lab, {"origin": origin, "source": source}, cfg)
+        res = store.ingest_file(Path(p), lab.display, {"origin": origin, "source": source}, cfg)
         report.count(source, lab.display, res)
     return report
 
@@ -298,7 +273,6 @@ def _manifest_provenance(zf: zipfile.ZipFile, entries, cfg: IngestConfig) -> dic
     import csv
     import io
 
-    from dragonclf.store import PROVENANCE_KEYS
 
     info = next((i for i, parts in entries if parts == ("manifest.csv",)), None)
     if info is None:
@@ -312,14 +286,3 @@ def _manifest_provenance(zf: zipfile.ZipFile, entries, cfg: IngestConfig) -> dic
         if row.get("path"):
             out[row["path"]] = {k: row.get(k) or None for k in PROVENANCE_KEYS}
     return out
-
-
-def adopt_file(store: Store, path: Path, lab: Label, cfg: IngestConfig = IngestConfig()) -> IngestResult:
-    """Take in a file a person dropped into a label folder; keep the original aside."""
-    rel = str(path.relative_to(store.root))
-    res = _ingest_file(store, path, lab, {"origin": "manual", "source": rel}, cfg)
-    if path.exists() and not (path.suffix == ".jpg" and res.image_id == path.stem and res.outcome == "added"):
-        aside = store.root / (".rejected" if res.outcome == "refused" else ".adopted") / path.parent.name / path.name
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), str(aside))
-    return res

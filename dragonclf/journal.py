@@ -49,16 +49,17 @@ class Journal:
             if d.action == "relabel":
                 if not d.label:
                     raise DragonError("relabel needs a label")
+                if create_labels:
+                    targets[d.label] = self.label_or_create(d.label).folder  # "cat" when "Cat" exists: NameClash
+                    continue
                 try:
                     targets[d.label] = self.label(d.label).folder
                 except NameClash:
                     raise  # "cat" when "Cat" exists: say so, never merge or create
                 except DragonError:
-                    if not create_labels:
-                        raise DragonError(
-                            f"label {d.label!r} does not exist; create it first (or relabel with create=True / --create)"
-                        ) from None
-                    targets[d.label] = self.add_label(d.label).folder
+                    raise DragonError(
+                        f"label {d.label!r} does not exist; create it first (or relabel with create=True / --create)"
+                    ) from None
         changed, unchanged = [], []
         with self._tx() as db:
             batch = self._next_batch(db)

@@ -1,18 +1,70 @@
-"""Folders vs manifest: adopt files a person dropped in by hand, notice files removed by hand."""
+"""Folders vs manifest: adopt files a person dropped in by hand, notice files removed by hand,
+take back rows from a `manifest.csv` shipped beside the folders."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
+from dragonclf.config import IngestConfig
+
 from dragonclf.errors import DragonError
 from dragonclf.journal import TRASH
+from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS
 from dragonclf.names import is_doc
 
 
 class Rescan:
-    """A part of `Store` (mixed in): `rescan` and `check`."""
+    """A part of `Store` (mixed in): `rescan`, `check`, `adopt_file`, `restore_manifest_csv`."""
+
+    def adopt_file(self, path: Path, label: str, cfg: IngestConfig = IngestConfig()):
+        """Take in a file a person dropped into a label folder; keep the original aside.
+
+        The original goes to `.adopted/` (or `.rejected/` when refused) unless it already is the
+        stored file. Returns the `IngestResult`.
+        """
+        rel = str(path.relative_to(self.root))
+        res = self.ingest_file(path, label, {"origin": "manual", "source": rel}, cfg)
+        if path.exists() and not (path.suffix == ".jpg" and res.image_id == path.stem and res.outcome == "added"):
+            aside = self.root / (".rejected" if res.outcome == "refused" else ".adopted") / path.parent.name / path.name
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(aside))
+        return res
+
+    def restore_manifest_csv(self) -> int:
+        """Rows from `manifest.csv` (as `manifest_csv.write_csv` writes it) for the files that are present.
+
+        Used when a dataset folder arrives without its SQLite manifest, so provenance and splits
+        survive. A row whose file is absent, or in another folder than its label's, is skipped:
+        `rescan` adopts such files instead. Returns the number of rows taken back.
+        """
+        src = self.root / MANIFEST_CSV
+        if not src.exists():
+            return 0
+        with open(src, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        n = 0
+        for row in rows:
+            path = self.root / row["path"]
+            if row.get("status", "active") != "active" or not path.is_file() or path.name != f"{row['id']}.jpg":
+                continue
+            lab = self.add_label(row["label"]) if row["label"] else None
+            if lab is None or lab.folder != path.parent.name:
+                continue
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO images(id, sha256, pixel_sha, phash, width, height, folder, status,"
+                    " split_key, kept, " + ", ".join(PROVENANCE_KEYS) + ", added_at)"
+                    " VALUES (?,?,NULL,?,?,?,?,'active',?,0," + ",".join("?" * len(PROVENANCE_KEYS)) + ",?)",
+                    (row["id"], row["sha256"], row["phash"], int(row["width"]), int(row["height"]), lab.folder,
+                     float(row["split_key"]), *[row.get(k) or None for k in PROVENANCE_KEYS],
+                     float(row.get("added_at") or time.time())),
+                )
+            n += 1
+        return n
 
     def rescan(self, repair: bool = True) -> dict:
         """Compare folders with the manifest.
@@ -23,8 +75,6 @@ class Rescan:
         folder (or the trash) again ("found"). With `repair=False` it only reports. Originals of adopted files
         go to `.adopted/`, unreadable ones to `.rejected/`: nothing is deleted.
         """
-        from dragonclf.importer import adopt_file  # import here: importer builds on the store
-
         report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
                   "new_labels": [], "unknown_files": [], "found": []}
         known = {r[0] for r in self._db.execute("SELECT id FROM images WHERE status != 'missing'")}
@@ -67,7 +117,7 @@ class Rescan:
                     continue
                 report["new_labels"].append(lab.display)
             for p in loose:
-                outcome = adopt_file(self, p, lab)
+                outcome = self.adopt_file(p, lab.display)
                 key = {"added": "adopted", "duplicate": "duplicates", "conflict": "conflicts"}.get(outcome.outcome)
                 if key:
                     report[key] += 1

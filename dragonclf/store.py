@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from dragonclf import config
@@ -35,12 +35,12 @@ from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
 from dragonclf import phash_index
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
+from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
 
 MANIFEST = "manifest.sqlite"
 TMP = ".tmp"
-PROVENANCE_KEYS = ("origin", "source", "query", "engine", "image_url", "page_url", "title", "license")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels(
@@ -108,6 +108,7 @@ class IngestResult:
     reason: str | None = None  # refusal slug
     detail: str | None = None  # a sentence for people
     notes: tuple[str, ...] = ()
+    path: Path | None = None  # where the picture is stored (added, duplicate, conflict); None when refused
 
 
 def list_datasets() -> list[str]:
@@ -121,12 +122,16 @@ def list_datasets() -> list[str]:
     return sorted(names)
 
 
-def create_dataset(name: str) -> "Store":
-    return Store.open(name, create=True)
-
-
 _open_lock = threading.Lock()
 _open_stores: dict[Path, "Store"] = {}
+
+
+def close_all(under: Path | None = None) -> None:
+    """Close every open store (those under `under` only, when given): the next `Store.open` reads afresh."""
+    with _open_lock:
+        stores = [s for s in _open_stores.values() if under is None or s.root.is_relative_to(under)]
+    for s in stores:
+        s.close()
 
 
 class Store(Journal, Rescan):
@@ -167,17 +172,22 @@ class Store(Journal, Rescan):
             store = cls(root, name)
             store._recover()
             if fresh:
-                from dragonclf.manifest_csv import restore_rows  # bundled datasets ship a CSV manifest
-
-                restore_rows(store)
+                store.restore_manifest_csv()  # bundled datasets ship a CSV manifest
                 store.rescan()
             _open_stores[root] = store
             return store
 
     def close(self) -> None:
+        """Close this store's connection; `Store.open` then opens a fresh one (another instance is left open)."""
         with _open_lock:
-            _open_stores.pop(self.root, None)
+            if _open_stores.get(self.root) is self:
+                del _open_stores[self.root]
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the manifest file (so a plain copy of the file holds every row)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def _tx(self):
@@ -250,6 +260,15 @@ class Store(Journal, Rescan):
         (self.root / folder).mkdir(parents=True, exist_ok=True)
         return Label(display, folder)
 
+    def label_or_create(self, name: str) -> Label:
+        """The label called `name`, created when there is none (a `NameClash` is never merged)."""
+        try:
+            return self.label(name)
+        except NameClash:
+            raise
+        except DragonError:
+            return self.add_label(name)
+
     # ---- paths -------------------------------------------------------------------
     def _path(self, image_id: str, folder: str, status: str) -> Path:
         if status == "trashed":
@@ -272,6 +291,15 @@ class Store(Journal, Rescan):
             return IngestResult("refused", None, r.reason, r.detail)
         return self._store(norm, lab, provenance or {}, cfg)
 
+    def ingest_file(self, path: Path, label: str, provenance: dict | None = None,
+                    cfg: IngestConfig = IngestConfig()) -> IngestResult:
+        """`ingest` a regular file's bytes (read bounded, links not followed); an unreadable file is "refused"."""
+        try:
+            data = read_regular_file(path, cfg.max_bytes)
+        except Refused as r:
+            return IngestResult("refused", None, r.reason, r.detail)
+        return self.ingest(data, label, provenance, cfg)
+
     def _store(self, norm, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
         image_id = norm.image_id
         notes = tuple(norm.notes)
@@ -281,22 +309,24 @@ class Store(Journal, Rescan):
             if row is not None and row["status"] == "missing":
                 return self._bring_back(norm, lab, row["folder"], notes)
             if row is not None:
+                stored = self._path(image_id, row["folder"], row["status"])
                 if row["folder"] == lab.folder:
                     where = " (in the trash)" if row["status"] == "trashed" else ""
-                    return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes)
+                    return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes, stored)
                 if row["status"] == "trashed":
                     # Someone already put this picture in the trash: a duplicate of that decision,
                     # not a conflict (the Clean tab lists conflicts between active images only).
                     return IngestResult(
                         "duplicate", image_id, "duplicate",
                         f"already stored under {self._display(row['folder'])!r}, in the trash; restore it to use it", notes,
+                        stored,
                     )
                 with self._tx() as db:
                     db.execute(
                         "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)", (image_id, lab.folder, prov["source"], time.time())
                     )
                 stored_as = self._display(row["folder"])
-                return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes)
+                return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes, stored)
             tmp = self._write_tmp(norm)
             sha256 = hashlib.sha256(norm.jpeg).hexdigest()
             near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
@@ -325,7 +355,7 @@ class Store(Journal, Rescan):
                     " VALUES (?,?,'add',?,'active',0,?)",
                     (batch, image_id, lab.folder, now),
                 )
-            return IngestResult("added", image_id, None, None, notes)
+            return IngestResult("added", image_id, None, None, notes, final)
 
     def _write_tmp(self, norm) -> Path:
         tmp_dir = self.root / TMP
@@ -357,7 +387,7 @@ class Store(Journal, Rescan):
                 " VALUES (?,?,'back',?,?,'missing','active',?)",
                 (self._next_batch(db), image_id, was_in, lab.folder, time.time()),
             )
-        return IngestResult("added", image_id, None, "stored again: its file had been removed by hand", notes)
+        return IngestResult("added", image_id, None, "stored again: its file had been removed by hand", notes, final)
 
     def near_duplicates_of(self, phash: str, max_distance: int = IngestConfig.near_dup_distance) -> list[tuple[str, int, float]]:
         """Stored images (active or trashed) within `max_distance` bits: (id, distance, split key), closest first.
@@ -469,11 +499,18 @@ class Store(Journal, Rescan):
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO urls VALUES (?,?,?,?)", (url, outcome, reason, time.time()))
 
+    def record_stored_urls(self) -> int:
+        """Mark "added" the URLs of images a collect stored but was killed before it could record the URL."""
+        with self._tx() as db:
+            return db.execute(
+                "INSERT OR IGNORE INTO urls SELECT source, 'added', NULL, ? FROM images"
+                " WHERE origin='url' AND COALESCE(source, '') != '' AND status != 'pending'", (time.time(),)
+            ).rowcount
+
     def url_outcomes(self) -> dict[str, tuple[str, str | None]]:
         return {r[0]: (r[1], r[2]) for r in self._db.execute("SELECT url, outcome, reason FROM urls")}
 
 
-ROW_FIELDS = [f.name for f in fields(ImageRow)]
 GOLDEN = (5**0.5 - 1) / 2  # 0.618...: its multiples, mod 1, spread evenly over [0, 1) at every length
 
 

@@ -26,9 +26,7 @@ def home(tmp_path, monkeypatch):
     yield root
     from dragonclf import store as store_mod
 
-    for s in list(store_mod._open_stores.values()):
-        if str(s.root).startswith(str(root)):
-            s.close()
+    store_mod.close_all(under=root)
 
 
 @pytest.fixture(scope="session")

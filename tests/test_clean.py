@@ -249,7 +249,7 @@ def test_two_sessions_editing_one_dataset_at_once_lose_nothing(small):
     assert {r.id for r in small.images(label="tools")} == set(fishes)
     assert {r.id for r in small.images(status="trashed")} == set(tools)
     assert files_on_disk(small) == manifest_paths(small) and small.check()["ok"]
-    other._db.close()
+    other.close()
 
 
 def test_a_process_killed_in_the_middle_of_a_bulk_move_loses_no_image(small, home):

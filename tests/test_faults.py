@@ -63,8 +63,7 @@ def snapshot(store: Store) -> dict[str, str]:
 def assert_consistent(home, known_before: set[str]) -> Store:
     from dragonclf import store as store_mod
 
-    for s in list(store_mod._open_stores.values()):
-        s.close()  # a fresh open, as after a restart
+    store_mod.close_all()  # a fresh open, as after a restart
     store = Store.open("faulty")
     check = store.check()
     assert check["ok"], check

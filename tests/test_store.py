@@ -53,6 +53,43 @@ def test_exact_duplicate_is_stored_once_and_second_label_is_a_conflict(store, ph
     assert store.status()["conflicts"] == 1
 
 
+def test_an_ingest_result_says_where_the_picture_is_stored(store, photo_files):
+    fresh = photo_files["fishes"][5].read_bytes()
+    added = store.ingest(fresh, "fishes")
+    assert added.outcome == "added" and added.path == store.image(added.image_id).path and added.path.is_file()
+    assert store.ingest(fresh, "fishes").path == added.path  # duplicate: the stored one
+    assert store.ingest(fresh, "tools").path == added.path  # conflict: where it is stored
+    store.trash([added.image_id])
+    again = store.ingest(fresh, "fishes")
+    assert again.outcome == "duplicate" and again.path == store.image(added.image_id).path and again.path.is_file()
+    assert store.ingest(b"not an image", "fishes").path is None
+
+
+def test_closing_a_second_instance_leaves_the_shared_one_open(store):
+    """A second `Store` on the same folder (a second session) used to drop the shared one on close."""
+    other = Store(store.root, store.name)
+    other.close()
+    assert Store.open("pets") is store
+    assert len(store.images()) == 10
+
+
+def test_close_all_makes_the_next_open_read_afresh(store):
+    from dragonclf import store as store_mod
+
+    store_mod.close_all()
+    again = Store.open("pets")
+    assert again is not store and len(again.images()) == 10
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.images()  # the old one is closed
+
+
+def test_label_or_create_finds_creates_and_never_merges_a_clash(store):
+    assert store.label_or_create("fishes").folder == "fishes"
+    assert store.label_or_create("Birds ").display == "Birds" and "Birds" in [lab.display for lab in store.labels()]
+    with pytest.raises(DragonError, match="birds"):
+        store.label_or_create("birds")  # "Birds" has that folder
+
+
 def test_a_picture_whose_twin_is_trashed_is_a_duplicate_not_an_invisible_conflict(store, photo_files, tmp_path):
     from dragonclf.importer import import_files
 
@@ -166,11 +203,11 @@ def test_undo_skips_images_someone_else_changed_since(store):
     other = Store(store.root, store.name)  # a second session (own connection)
     store.relabel([i], "tools")
     other.trash([i])
-    res = store._walk(undo=True)  # undo the trash (the latest batch)
+    res = store.undo()  # undo the trash (the latest batch)
     assert res.changed == [i]
     res = store.undo()  # the relabel: still applies, since the trash was undone
     assert store.image(i).label == "fishes"
-    other._db.close()
+    other.close()
 
 
 def test_empty_trash_is_the_only_delete(store):

@@ -1,0 +1,28 @@
+"""What the dataset store's parts share (store, journal, rescan, CSV manifest): names and the bounded file read."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from dragonclf.errors import Refused
+
+MANIFEST_CSV = "manifest.csv"  # the manifest as CSV, in exports and beside the bundled demo
+PROVENANCE_KEYS = ("origin", "source", "query", "engine", "image_url", "page_url", "title", "license")
+
+
+def read_regular_file(path, max_bytes: int) -> bytes:
+    """The bytes of a regular file, read without following links and bounded; `Refused` otherwise."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            raise Refused("symlink", "symbolic links are not followed")
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("not-a-file", "not a regular file")
+        if st.st_size > max_bytes:
+            raise Refused("too-many-bytes", f"{st.st_size / 1e6:.1f} MB is over the limit")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as e:
+        raise Refused("unreadable", f"could not read the file ({e.strerror or e})") from None
