@@ -38,6 +38,7 @@ from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
+from dragonclf.store_queries import PAGE_INDEXES, Page, Queries  # noqa: F401 - Page re-exported
 
 MANIFEST = "manifest.sqlite"
 TMP = ".tmp"
@@ -134,7 +135,7 @@ def close_all(under: Path | None = None) -> None:
         s.close()
 
 
-class Store(Journal, Rescan):
+class Store(Journal, Rescan, Queries):
     """One dataset: its folders and its manifest. Safe to share between threads."""
 
     def __init__(self, root: Path, name: str):
@@ -147,7 +148,7 @@ class Store(Journal, Rescan):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + PAGE_INDEXES)
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -475,7 +476,6 @@ class Store(Journal, Rescan):
 
     def near_duplicate_groups(self) -> list[list[str]]:
         """Clusters (size >= 2) of active images whose perceptual hashes are close."""
-        active = {r[0] for r in self._db.execute("SELECT id FROM images WHERE status='active'")}
         parent: dict[str, str] = {}
 
         def find(x):
@@ -484,9 +484,11 @@ class Store(Journal, Rescan):
                 x = parent[x]
             return x
 
-        for a, b in self._db.execute("SELECT a, b FROM near_dups"):
-            if a in active and b in active:
-                parent[find(a)] = find(b)
+        pairs = self._db.execute(  # only the recorded pairs are read, never every image
+            "SELECT n.a, n.b FROM near_dups n JOIN images x ON x.id = n.a JOIN images y ON y.id = n.b"
+            " WHERE x.status = 'active' AND y.status = 'active'")
+        for a, b in pairs:
+            parent[find(a)] = find(b)
         groups: dict[str, list[str]] = {}
         for x in list(parent):
             groups.setdefault(find(x), []).append(x)

@@ -1,0 +1,102 @@
+"""Pages and counts of a large dataset: every picture exactly once, the counts the pages add up to."""
+
+import random
+import sqlite3
+
+import pytest
+
+from dragonclf.errors import DragonError
+from dragonclf.store import Store
+
+LABELS = ("Cats", "Dogs", "Fish")
+
+
+@pytest.fixture
+def big_store():
+    """A real store with 3,000 rows; many arrive in the same second (ties on added_at)."""
+    s = Store.open("big", create=True)
+    folders = [s.add_label(name).folder for name in LABELS]
+    rng = random.Random(3)
+    statuses = ["active"] * 7 + ["trashed", "missing", "pending"]
+    rows = [(f"{rng.getrandbits(64):016x}", folders[rng.randrange(3)], rng.choice(statuses), rng.random(),
+             1000.0 + i // 7, rng.choice([None, "a red fox", "fox_den 100%"]), rng.randrange(2))
+            for i in range(3000)]
+    con = sqlite3.connect(s.db_path)
+    with con:
+        con.executemany("INSERT INTO images(id, folder, status, split_key, added_at, title, kept) VALUES (?,?,?,?,?,?,?)",
+                        rows)
+    con.close()
+    return s
+
+
+def all_pages(store, limit, **filters):
+    seen, offset = [], 0
+    while True:
+        page = store.page(offset=offset, limit=limit, **filters)
+        seen += [r.id for r in page.rows]
+        if offset + limit >= page.total:
+            return seen, page.total
+        offset += limit
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"status": "trashed"}, {"status": None}, {"label": "Dogs"}, {"label": "Fish", "split": "valid"},
+    {"split": "train", "kept": True}, {"text": "fox"}, {"text": "100%"}, {"text": "fox_"},
+])
+def test_paging_returns_every_picture_exactly_once(big_store, filters):
+    ids, total = all_pages(big_store, 97, **filters)
+    images_kw = {k: v for k, v in filters.items() if k in ("status", "label", "split")}
+    want = big_store.images(**images_kw)
+    if "kept" in filters:
+        want = [r for r in want if r.kept == filters["kept"]]
+    if "text" in filters:
+        want = [r for r in want if filters["text"] in (r.title or "")]
+    assert len(ids) == len(set(ids)) == total == big_store.count(**filters)
+    assert sorted(ids) == sorted(r.id for r in want)
+    assert ids == [r.id for r in sorted(want, key=lambda r: (r.added_at, r.id), reverse=True)]  # newest first
+    assert total > 0
+
+
+def test_pages_answer_what_a_view_shows(big_store):
+    page = big_store.page(label="Cats", limit=50)
+    assert len(page.rows) == 50 and all(r.label == "Cats" and r.status == "active" for r in page.rows)
+    assert page.number == 1 and page.pages == -(-page.total // 50)
+    assert page.describe() == f"1-50 of {page.total} (page 1 of {page.pages})"
+    last = big_store.page(label="Cats", limit=50, offset=10**6)  # past the end: the last page
+    assert last.number == page.pages and 0 < len(last.rows) <= 50
+    assert sum(big_store.count(label=name) for name in LABELS) == big_store.count()
+    assert {lab.display: lab.count for lab in big_store.labels()} == {n: big_store.count(label=n) for n in LABELS}
+    counts = big_store.status_counts()
+    assert counts["trashed"] == big_store.status()["trashed"] == big_store.count(status="trashed")
+    assert Store.open("empty", create=True).page().describe() == "no pictures"
+
+
+def test_bad_filters_are_messages(big_store):
+    for kw in ({"status": "pending"}, {"split": "test"}, {"label": "Horses"}):
+        with pytest.raises(DragonError):
+            big_store.page(**kw)
+
+
+def test_pages_and_counts_read_the_indexes_not_every_row(big_store):
+    con = sqlite3.connect(big_store.db_path)
+    plans = {
+        "label page": "SELECT i.* FROM images i WHERE i.status = 'active' AND i.folder = 'x'"
+                      " ORDER BY i.added_at DESC, i.id DESC LIMIT 48",
+        "status page": "SELECT i.* FROM images i WHERE i.status = 'trashed' ORDER BY i.added_at DESC, i.id DESC LIMIT 48",
+        "count": "SELECT COUNT(*) FROM images i WHERE i.status = 'active'",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING" in plan and "TEMP B-TREE" not in plan, (name, plan)
+
+
+def test_near_duplicate_groups_count_active_pictures_only(photo_files):
+    s = Store.open("nd", create=True)
+    s.add_label("fishes")
+    ids = [s.ingest(f.read_bytes(), "fishes").image_id for f in photo_files["fishes"][:3]]
+    con = sqlite3.connect(s.db_path)
+    with con:
+        con.executemany("INSERT INTO near_dups VALUES (?,?,3)", [(ids[0], ids[1]), (ids[1], ids[2])])
+    assert s.near_duplicate_groups() == [sorted(ids)]
+    s.trash([ids[1]])
+    assert s.near_duplicate_groups() == [] and s.status()["near_duplicate_groups"] == 0
