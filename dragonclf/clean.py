@@ -389,8 +389,9 @@ def suspects(store: Store, kind: str | None = None, **kw) -> list[dict]:
 
 # ---- decisions ---------------------------------------------------------------
 
-def decide(store: Store, ids, action: str, label: str | None = None, create_label: bool = False) -> EditResult:
-    """Apply one decision to several images as one journalled batch (one undo step)."""
+def decide(store: Store, ids, action: str, label: str | None = None, create_label: bool = False,
+           actor: str | None = None) -> EditResult:
+    """Apply one decision to several images as one journalled batch (one undo step) by `actor`."""
     ids = list(dict.fromkeys(ids))  # the same card twice in a selection is one edit
     if not ids:
         raise DragonError("Select at least one image first.")
@@ -407,7 +408,7 @@ def decide(store: Store, ids, action: str, label: str | None = None, create_labe
                 store.label(label)
             except DragonError:  # a name clash too: say which labels exist
                 raise MissingLabel(label, store.name, [lab.display for lab in store.labels()]) from None
-    return store.apply([Decision(i, action, label) for i in ids])
+    return store.apply([Decision(i, action, label) for i in ids], actor=actor)
 
 
 def describe(res: EditResult, action: str) -> str:

@@ -40,8 +40,8 @@ class Journal:
     def _next_batch(db) -> int:
         return (db.execute("SELECT COALESCE(MAX(batch), 0) FROM journal").fetchone()[0] or 0) + 1
 
-    def apply(self, decisions: list[Decision], create_labels: bool = False) -> EditResult:
-        """Apply review decisions as one journalled batch (one undo step)."""
+    def apply(self, decisions: list[Decision], create_labels: bool = False, actor: str | None = None) -> EditResult:
+        """Apply review decisions as one journalled batch (one undo step), recording who made it (`actor`)."""
         targets = {}
         for d in decisions:
             if d.action not in EDIT_ACTIONS:
@@ -86,12 +86,16 @@ class Journal:
                 db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*after, d.image_id))
                 db.execute(
                     "INSERT INTO journal(batch, image_id, action, before_folder, after_folder, before_status,"
-                    " after_status, before_kept, after_kept, at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (batch, d.image_id, d.action, before[0], after[0], before[1], after[1], before[2], after[2], time.time()),
+                    " after_status, before_kept, after_kept, at, actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (batch, d.image_id, d.action, before[0], after[0], before[1], after[1], before[2], after[2], time.time(),
+                     actor),
                 )
                 changed.append(d.image_id)
-            if changed:  # a new edit ends the redo chain, as in every editor
-                db.execute("UPDATE journal SET undone=2 WHERE undone=1")
+            if changed:  # a new edit ends the redo chain (the editor's own, when we know who), as in every editor
+                if actor is None:
+                    db.execute("UPDATE journal SET undone=2 WHERE undone=1")
+                else:
+                    db.execute("UPDATE journal SET undone=2 WHERE undone=1 AND actor IS ?", (actor,))
         self._sync_files(changed)
         return EditResult(batch if changed else None, changed, unchanged, [])
 
@@ -104,20 +108,24 @@ class Journal:
     def restore(self, ids) -> EditResult:
         return self.apply([Decision(i, "restore") for i in ids])
 
-    def undo(self) -> EditResult:
-        """Revert the latest edit batch. Rows someone changed since are left alone (skipped)."""
-        return self._walk(undo=True)
+    def undo(self, actor: str | None = None) -> EditResult:
+        """Revert the latest edit batch (`actor`'s own latest, when given). Rows changed since are skipped."""
+        return self._walk(undo=True, actor=actor)
 
-    def redo(self) -> EditResult:
-        return self._walk(undo=False)
+    def redo(self, actor: str | None = None) -> EditResult:
+        return self._walk(undo=False, actor=actor)
 
-    def _walk(self, undo: bool) -> EditResult:
+    def _walk(self, undo: bool, actor: str | None = None) -> EditResult:
         marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
+        mine = "" if actor is None else " AND actor IS ?"
+        args = () if actor is None else (actor,)
         with self._tx() as db:
             if undo:
-                batch = db.execute(f"SELECT MAX(batch) FROM journal WHERE undone=0 AND action IN ({marks})").fetchone()[0]
+                batch = db.execute(f"SELECT MAX(batch) FROM journal WHERE undone=0 AND action IN ({marks}){mine}",
+                                   args).fetchone()[0]
             else:
-                batch = db.execute(f"SELECT MIN(batch) FROM journal WHERE undone=1 AND action IN ({marks})").fetchone()[0]
+                batch = db.execute(f"SELECT MIN(batch) FROM journal WHERE undone=1 AND action IN ({marks}){mine}",
+                                   args).fetchone()[0]
             if batch is None:
                 raise DragonError("nothing to undo" if undo else "nothing to redo")
             entries = db.execute("SELECT * FROM journal WHERE batch=? ORDER BY seq", (batch,)).fetchall()

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, batch INT NOT NULL, image_id TEXT NOT NULL,
     action TEXT NOT NULL, before_folder TEXT, after_folder TEXT, before_status TEXT,
     after_status TEXT, before_kept INT, after_kept INT, at REAL,
-    undone INT NOT NULL DEFAULT 0);  -- 0 done, 1 undone (redo-able), 2 undone and superseded
+    undone INT NOT NULL DEFAULT 0, actor TEXT);  -- 0 done, 1 undone (redo-able), 2 undone and superseded
 CREATE INDEX IF NOT EXISTS journal_batch ON journal(batch);
 CREATE TABLE IF NOT EXISTS conflicts(
     image_id TEXT, folder TEXT, source TEXT, at REAL, PRIMARY KEY(image_id, folder));
@@ -149,6 +149,8 @@ class Store(Journal, Rescan, Queries):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA + PAGE_INDEXES)
+        if "actor" not in {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}:  # manifests before 'actor'
+            self._db.execute("ALTER TABLE journal ADD COLUMN actor TEXT")
 
     # ---- opening -----------------------------------------------------------------
     @classmethod

@@ -1,0 +1,116 @@
+"""The access registry: owners, display names, public flags, shares, quotas and visits, in SQLite.
+
+One database under the root (`<root>/access.sqlite`); this module owns its SQL. The
+rules that read it are in `dragonclf.access`; the limits in `dragonclf.quotas`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from dragonclf import config
+from dragonclf.errors import DragonError
+from dragonclf.names import check_dataset_name
+from dragonclf.store import Store
+
+DEPLOYMENT = "space"  # the owner of datasets the whole deployment owns (admins manage them)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets(
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, display TEXT NOT NULL, public INT NOT NULL DEFAULT 0,
+    created REAL, UNIQUE(owner, display));
+CREATE TABLE IF NOT EXISTS shares(dataset TEXT, person TEXT, role TEXT, PRIMARY KEY(dataset, person));
+CREATE TABLE IF NOT EXISTS models(dataset TEXT, model TEXT, public INT NOT NULL DEFAULT 0,
+    PRIMARY KEY(dataset, model));
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS usage(person TEXT, kind TEXT, at REAL);
+CREATE INDEX IF NOT EXISTS usage_person ON usage(person, kind, at);
+CREATE TABLE IF NOT EXISTS sessions(person TEXT PRIMARY KEY, last_seen REAL);
+"""
+
+
+class Registry:
+    """The access database under the root; safe to share between threads."""
+
+    _lock = threading.Lock()
+    _open: dict[Path, "Registry"] = {}
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+        self.write_lock = threading.RLock()
+
+    @classmethod
+    def here(cls) -> "Registry":
+        path = config.home() / "access.sqlite"
+        with cls._lock:
+            reg = cls._open.get(path)
+            if reg is None or not path.exists():
+                reg = cls._open[path] = cls(path)
+            return reg
+
+    def run(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self.write_lock:
+            return self.db.execute(sql, args).fetchall()
+
+    # ---- datasets --------------------------------------------------------------------
+    def entry(self, name: str) -> sqlite3.Row | None:
+        rows = self.run("SELECT * FROM datasets WHERE name=?", (name,))
+        return rows[0] if rows else None
+
+    def register(self, name: str, owner: str, display: str) -> None:
+        self.run("INSERT OR REPLACE INTO datasets(name, owner, display, public, created) VALUES (?,?,?,0,?)",
+                 (name, owner, display, time.time()))
+
+    def forget(self, name: str) -> None:
+        with self.write_lock:
+            for table, col in (("datasets", "name"), ("shares", "dataset"), ("models", "dataset")):
+                self.db.execute(f"DELETE FROM {table} WHERE {col}=?", (name,))
+
+    def shares(self, name: str) -> dict[str, str]:
+        return {r["person"]: r["role"] for r in self.run("SELECT person, role FROM shares WHERE dataset=?", (name,))}
+
+    def role_of(self, name: str, person: str) -> str | None:
+        rows = self.run("SELECT role FROM shares WHERE dataset=? AND person=?", (name, person))
+        return rows[0]["role"] if rows else None
+
+
+def owner_of(name: str) -> str | None:
+    """The identity id owning `name`, or None when the deployment owns it (admins and the local user)."""
+    e = Registry.here().entry(name)
+    return e["owner"] if e and e["owner"] != DEPLOYMENT else None
+
+
+def display_name(name: str) -> str:
+    e = Registry.here().entry(name)
+    return e["display"] if e else name
+
+
+def is_public(name: str) -> bool:
+    e = Registry.here().entry(name)
+    if e is None:
+        return name == config.DEMO_DATASET  # the bundled demo is on show until an admin says otherwise
+    return bool(e["public"])
+
+
+def delete_dataset_files(name: str) -> None:
+    """Remove a dataset, its models and its registry rows (idle scratch workspaces)."""
+    try:
+        Store.open(name).close()
+    except DragonError:
+        pass
+    for root in (config.datasets_root(), config.models_root()):
+        p = root / check_dataset_name(name)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+    Registry.here().forget(name)
+
