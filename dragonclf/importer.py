@@ -69,6 +69,18 @@ class ImportReport:
             parts.append(f"not images, left out: {', '.join(self.ignored)}")
         return "; ".join(parts + self.messages)
 
+    def where(self) -> list[str]:
+        """What went where, a line per label: '3 added to fish (1 duplicate)'."""
+        by_label: dict[str, Counter] = {}
+        for item in self.items:
+            by_label.setdefault(item["label"] or "(no label)", Counter())[item["outcome"]] += 1
+        lines = []
+        for label, n in by_label.items():
+            others = [f"{n[k]} {word}" for k, word in (("duplicate", "already there"), ("conflict", "label conflicts"),
+                                                        ("refused", "refused")) if n[k]]
+            lines.append(f"{n['added']} added to {label}" + (f" ({', '.join(others)})" if others else ""))
+        return lines
+
 
 Progress = Callable[[float, str], None]
 

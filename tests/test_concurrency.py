@@ -24,7 +24,7 @@ def test_two_sessions_on_two_datasets_do_not_see_each_other(app_url, photo_files
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(upload, a, "alpha", "fish", photo_files["fishes"][:6])
         fb = pool.submit(upload, b, "beta", "tool", photo_files["tools"][:5])
-        assert "6 added" in fa.result() and "5 added" in fb.result()
+        assert "6 added" in fa.result()[0] and "5 added" in fb.result()[0]
     assert Store.open("alpha").status()["labels"] == {"fish": 6}
     assert Store.open("beta").status()["labels"] == {"tool": 5}
     assert "6 images" in a.predict("alpha", api_name="/dataset_status")[0]

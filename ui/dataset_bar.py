@@ -62,26 +62,29 @@ def create(name: str):
 
 @ui_errors
 def import_uploads(name: str, files, label: str):
-    """Uploaded images into `label`, or uploaded zips of <label>/<images> trees."""
+    """Uploaded images into `label`, or uploaded zips of <label>/<images> trees.
+
+    Returns the report and an emptied upload box, so the next upload cannot take these files again.
+    """
     if not files:
         raise gr.Error("Choose files to import first.")
     store = Store.open(name)
     paths = [Path(f if isinstance(f, str) else f.name) for f in files]
     zips = [p for p in paths if p.suffix.lower() == ".zip"]
     images = [p for p in paths if p.suffix.lower() != ".zip"]
+    if images and not (label or "").strip():
+        raise gr.Error("Type the label these images belong to.")
     lines = []
     for z in zips:
-        lines.append(f"{z.name}: {import_path(store, z, label=label or None).summary()}")
+        report = import_path(store, z, label=label or None)
+        lines.append(f"**{z.name}**: " + "; ".join(report.where() or [report.summary()]))
     if images:
-        if not (label or "").strip():
-            raise gr.Error("Type the label these images belong to.")
         report = import_files(store, images, label.strip(), names=[p.name for p in images])
-        lines.append(f"{len(images)} files: {report.summary()}")
+        lines.append(f"**{len(images)} files**: " + "; ".join(report.where()))
         for item in report.items:
             if item["outcome"] == "refused":
                 lines.append(f"- {item['source']}: {item['reason']} ({item['detail']})")
-    return "\n".join(lines)
-
+    return "\n\n".join(lines), None
 
 @ui_errors
 def rescan(name: str) -> str:
@@ -129,18 +132,18 @@ def build() -> DatasetBar:
         gallery = gr.Gallery(label="Images", columns=8, height=300, elem_id="label-gallery")
         with gr.Row():
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Upload images or a zip",
-                            scale=3)
+                            scale=3, elem_id="import-files")
             with gr.Column(scale=1):
-                up_label = gr.Textbox(label="Into label", placeholder="for single images")
+                up_label = gr.Textbox(label="Into label", placeholder="for single images", elem_id="import-label")
                 import_btn = gr.Button("Import", variant="primary", elem_id="import-btn")
-        import_result = gr.Markdown()
+        import_result = gr.Markdown(elem_id="import-result")
 
     bar = DatasetBar(dataset, counts, label, gallery)
     outputs = [counts, label, gallery]
     dataset.change(refresh, dataset, outputs, api_name="dataset_status")
     label.change(label_gallery, [dataset, label], gallery, api_name="label_gallery")
     bar.refresh_after(create_btn.click(create, new_name, [dataset, new_name], api_name="create_dataset"))
-    bar.refresh_after(import_btn.click(import_uploads, [dataset, files, up_label], import_result,
+    bar.refresh_after(import_btn.click(import_uploads, [dataset, files, up_label], [import_result, files],
                                        api_name="import_files"))
     bar.refresh_after(rescan_btn.click(rescan, dataset, import_result, api_name="rescan"))
     return bar
