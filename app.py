@@ -35,6 +35,7 @@ with gr.Blocks(title="dragonclf: your own image classifier") as demo:
             continue
         with gr.Tab(tab.TITLE, id=name, elem_id=f"tab-{name}"):
             tab.build(bar)
+    bar.wire_model_lists(demo)
     demo.load(dataset_bar.dataset_choices, bar.dataset, bar.dataset, api_visibility="private")
     demo.load(dataset_bar.refresh, bar.dataset, [bar.counts, bar.label, bar.gallery], api_visibility="private")
 

@@ -7,11 +7,17 @@ test ended are kept in test-artifacts/newcomer/.
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from browser import chromium_page, needs_chromium
 from conftest import REPO
+from dragonclf import config
+from dragonclf.importer import import_files
 from dragonclf.store import Store
+from ml_fixtures import share_weights, trained_models  # noqa: F401 - a fixture
 
 ARTIFACTS = REPO / "test-artifacts" / "newcomer"
 
@@ -32,6 +38,39 @@ def page(browser, app_url, request):
     browser.wait_for_selector("#dataset-counts:has-text('images')")
     yield browser
     browser.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+
+
+def reload(page) -> None:
+    page.reload()
+    page.wait_for_selector("#dataset-counts:has-text('images')")
+
+
+def small_dataset(name: str, photo_files, per_label: int = 6) -> Store:
+    """Two labels of real photos, imported through the library."""
+    store = Store.open(name, create=True)
+    for label, key in (("fish", "fishes"), ("tool", "tools")):
+        import_files(store, photo_files[key][:per_label], label)
+    return store
+
+
+def install_model_for(dataset: str, model_dir) -> str:
+    """A model trained elsewhere (the session's shared one), filed under `dataset`; returns its id."""
+    dest = config.models_root() / dataset / model_dir.name
+    shutil.copytree(model_dir, dest)
+    meta = json.loads((dest / "model.json").read_text())
+    meta["dataset"] = dataset
+    (dest / "model.json").write_text(json.dumps(meta))
+    return dest.name
+
+
+def dropdown_value(page, elem_id: str) -> str:
+    return page.input_value(f"#{elem_id} input")
+
+
+def select_dataset(page, name: str) -> None:
+    page.fill("#dataset input", name)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#dataset-counts:not(:has-text('no labels yet'))")
 
 
 def create_dataset(page, name: str) -> None:
@@ -64,3 +103,24 @@ def test_upload_box_clears_after_import_so_nothing_goes_in_twice(page, photo_fil
     assert "3 added to tool" in second and "conflict" not in second.replace("0 label conflicts", ""), second
     assert Store.open("pets").status()["labels"] == {"fish": 3, "tool": 3}
     assert not Store.open("pets").conflicts()
+
+
+def test_model_lists_fill_on_load_and_after_every_training(page, home, photo_files, trained_models):
+    share_weights(home)
+    demo_model = install_model_for("demo", trained_models["quick"].model_dir)
+    reload(page)
+    for tab, elem in (("Train", "train-models"), ("Evaluate", "eval-model"), ("Predict", "predict-model")):
+        open_tab(page, tab)
+        page.wait_for_function(f"document.querySelector('#{elem} input').value.includes('{demo_model}')")
+    # a training fills them again, without pressing ↻ Models
+    small_dataset("pets", photo_files)
+    select_dataset(page, "pets")
+    open_tab(page, "Evaluate")
+    page.wait_for_function("document.querySelector('#eval-model input').value === ''")
+    open_tab(page, "Train")
+    page.click("#train-start")
+    page.wait_for_selector("#train-status:has-text('Saved as')", timeout=120_000)
+    (model,) = [m.name for m in (config.models_root() / "pets").iterdir() if not m.name.startswith(".")]
+    for tab, elem in (("Evaluate", "eval-model"), ("Predict", "predict-model")):
+        open_tab(page, tab)
+        page.wait_for_function(f"document.querySelector('#{elem} input').value.includes('{model}')")

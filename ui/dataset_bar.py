@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +11,7 @@ import gradio as gr
 from dragonclf import config
 from dragonclf.importer import import_files, import_path
 from dragonclf.store import Store, list_datasets
-from ui.common import servable, ui_errors
+from ui.common import model_dropdown_update, servable, ui_errors
 
 GALLERY_MAX = 60
 
@@ -101,10 +101,29 @@ class DatasetBar:
     counts: gr.Markdown
     label: gr.Dropdown
     gallery: gr.Gallery
+    model_lists: list = field(default_factory=list)  # every model dropdown of every tab
+    trainings: list = field(default_factory=list)  # events that end with a new model
 
     def refresh_after(self, event):
         """Chain a refresh of counts and gallery after another event."""
         return event.then(refresh, self.dataset, [self.counts, self.label, self.gallery], api_visibility="private")
+
+    def wire_model_lists(self, demo: gr.Blocks) -> None:
+        """Every model list fills on page load, on a change of dataset, and after every training (newest first)."""
+        lists = self.model_lists
+        if not lists:
+            return
+
+        def keep_current(dataset, *current):
+            return [model_dropdown_update(dataset, keep) for keep in current]
+
+        def newest(dataset):
+            return [model_dropdown_update(dataset) for _ in lists]  # one dict each: gradio consumes them
+
+        demo.load(keep_current, [self.dataset, *lists], lists, api_visibility="private")
+        self.dataset.change(keep_current, [self.dataset, *lists], lists, api_visibility="private")
+        for event in self.trainings:
+            event.then(newest, self.dataset, lists, api_visibility="private")
 
 
 def storage_note() -> str:

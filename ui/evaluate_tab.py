@@ -60,5 +60,5 @@ def build(bar) -> None:
 
     outputs = [summary, cm_plot, numbers, per_class, confused, losses, uncertain, wrong, right]
     run_btn.click(evaluate, [bar.dataset, model, tta], outputs, api_name="evaluate", concurrency_limit=2)
-    for trigger in (bar.dataset.change, refresh_btn.click):
-        trigger(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")
+    refresh_btn.click(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")
+    bar.model_lists.append(model)

@@ -123,5 +123,5 @@ def build(bar) -> None:
     batch_btn.click(predict_batch, [files, bar.dataset, model], table, api_name="predict_batch",
                     concurrency_id="predict")
     export_btn.click(export, [bar.dataset, model, fmt], download, api_name="export_model")
-    for trigger in (bar.dataset.change, refresh_btn.click):
-        trigger(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")
+    refresh_btn.click(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")
+    bar.model_lists.append(model)

@@ -164,10 +164,12 @@ def build(bar) -> None:
 
     inputs = [bar.dataset, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size,
               valid_share, augment]
-    start_btn.click(start, inputs, [cancel, status, table, chart, models], api_name="train",
+    run = start_btn.click(start, inputs, [cancel, status, table, chart, models], api_name="train",
                           concurrency_limit=2, concurrency_id="train")
+    bar.trainings.append(run)
+    bar.model_lists.append(models)
     stop_btn.click(stop, cancel, status, api_name="stop_train", queue=False)
     lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr],
                  api_name="lr_find", concurrency_id="train")
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
-    bar.dataset.change(model_dropdown_update, bar.dataset, models, api_visibility="private")
+
