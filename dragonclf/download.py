@@ -47,7 +47,7 @@ _TEXTUAL_TYPES = ("text/", "html", "xml", "json", "javascript", "svg")  # conten
 REASONS = (
     "bad-url", "bad-scheme", "dns-failed", "dns-timeout", "private-address",
     "connect-failed", "connection-reset", "timeout", "deadline", "cancelled",
-    "too-many-redirects", "redirect-loop", "too-many-bytes", "not-an-image", "svg",
+    "too-many-redirects", "redirect-loop", "insecure-redirect", "too-many-bytes", "not-an-image", "svg",
     "empty", "truncated", "protocol-error", "tls-error",
 )  # plus "http-<status>" for any non-2xx final status
 
@@ -185,7 +185,10 @@ class Fetcher:
             if location is None:
                 result.final_url = url
                 return
-            url = normalise_url(urljoin(url, location))  # each hop is checked afresh
+            nxt = normalise_url(urljoin(url, location))  # each hop is checked afresh
+            if url.startswith("https:") and nxt.startswith("http:"):
+                raise FetchRefused("insecure-redirect", f"an https address redirected to plain http ({nxt})")
+            url = nxt
             if url in visited:
                 raise FetchRefused("redirect-loop", f"redirect back to {url}")
         raise FetchRefused("too-many-redirects", f"more than {self.cfg.max_redirects} redirects")

@@ -74,11 +74,28 @@ def normalise_url(url: str) -> str:
 # --------------------------------------------------------------------------- addresses
 
 
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def is_public_address(ip: str) -> bool:
-    """False for loopback, private, link-local, reserved, multicast, unspecified, CGNAT..."""
+    """False for loopback, private, link-local, site-local, reserved, multicast, unspecified, CGNAT...
+
+    IPv6 forms that carry an IPv4 address inside (IPv4-mapped, 6to4, NAT64) are
+    judged by the IPv4 address they reach: `2002:7f00:1::1` is 127.0.0.1 through a
+    6to4 relay. Teredo tunnels (2001::/32) are never fetched from.
+    """
     addr = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped:
+            addr = addr.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        elif addr.sixtofour is not None:
+            return is_public_address(str(addr.sixtofour))
+        elif addr.teredo is not None:
+            return False
+        elif any(addr in net for net in _NAT64):
+            return is_public_address(str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)))
+        elif addr.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return False
     bad = (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved
            or addr.is_multicast or addr.is_unspecified)
     return addr.is_global and not bad

@@ -178,6 +178,20 @@ def test_is_public_address():
         assert download.is_public_address(ip), ip
 
 
+@pytest.mark.parametrize("ip", [
+    "2002:7f00:1::1", "2002:a00:1::1", "2002:a9fe:a9fe::1",  # 6to4 around 127.0.0.1, 10.0.0.1, 169.254.169.254
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1",  # NAT64 around loopback / metadata / private
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "fec0::1", "fec0:0:0:1::5",  # site-local
+])
+def test_ipv6_forms_that_reach_private_ipv4_or_site_local_are_not_public(ip):
+    assert not download.is_public_address(ip)
+
+
+def test_ipv6_forms_that_embed_a_public_ipv4_stay_public():
+    assert download.is_public_address("2002:808:808::1") and download.is_public_address("64:ff9b::808:808")
+
+
 # --------------------------------------------------------------------------- SSRF
 
 
@@ -305,6 +319,18 @@ def test_https_checks_the_certificate_and_host_name_while_connecting_to_the_chec
     assert wrong_name.reason == "tls-error" and "other.test" in wrong_name.detail
     assert untrusted.reason == "tls-error"
     assert {a[0] for a in loopback_only} == {"127.0.0.1"}
+
+
+def test_https_redirect_to_plain_http_is_refused(monkeypatch, cert):
+    import ssl
+
+    with LoopbackServer(tls=cert) as secure, LoopbackServer() as plain:
+        plain.add_file("/a.webp", real_photos()[0])
+        secure.add_redirect("/img.jpg", f"http://images.test:{plain.port}/a.webp")
+        fake_dns(monkeypatch, {"images.test": ["127.0.0.1"]})
+        with Fetcher(FAST, tls=ssl.create_default_context(cafile=cert[0])) as f:
+            r = f.fetch(f"https://images.test:{secure.port}/img.jpg")
+    assert r.reason == "insecure-redirect" and plain.hits["/a.webp"] == 0
 
 
 # --------------------------------------------------------------------------- concurrency
