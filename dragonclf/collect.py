@@ -109,6 +109,9 @@ class _Candidate:
     meta: SearchResult | None
 
 
+MAX_PER_CLASS = 2000  # one request cannot ask for an unbounded search-and-download
+
+
 def collect(store, label: str, *, query: str | None = None, queries: list[str] | None = None,
             urls: list[str] | None = None, max_images: int | None = 100, filters: Filters | dict | None = None,
             engine: SearchEngine | None = None, progress: Progress | None = None,
@@ -127,8 +130,8 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
     cancel = cancel or threading.Event()
     progress = progress or (lambda f, m: None)
     filters = filters if isinstance(filters, Filters) else Filters.from_dict(filters)
-    if max_images is not None and max_images < 1:
-        raise DragonError("the number of images to collect must be at least 1")
+    if max_images is not None and not 1 <= max_images <= MAX_PER_CLASS:
+        raise DragonError(f"the number of images to collect per class must be between 1 and {MAX_PER_CLASS:,}")
     display = store.label_or_create(label).display
     report = CollectReport(label=display)
 

@@ -26,6 +26,37 @@ from dragonclf.store import IngestResult, Label, Store
 
 ZIP_MAX_TOTAL = 4 * 1024**3  # declared uncompressed size of a whole zip
 ZIP_MAX_RATIO = 200  # compressed -> uncompressed; real photos hardly compress at all
+ZIP_MAX_ENTRIES = 100_000  # zipfile parses the whole central directory into memory: cap it before that
+
+
+def zip_declared_entries(path: Path) -> int | None:
+    """How many entries a zip's end-of-central-directory record declares (zip64 included); None if unreadable.
+
+    Read from the last 64 KiB of the file, before `zipfile` builds a ZipInfo for every
+    entry: a 50 MB central directory can list a million names.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            tail_at = max(0, size - 65536 - 22)
+            f.seek(tail_at)
+            tail = f.read()
+            at = tail.rfind(b"PK\x05\x06")
+            if at < 0 or len(tail) - at < 22:
+                return None
+            total = struct.unpack("<H", tail[at + 10:at + 12])[0]
+            loc = tail[at - 20:at] if at >= 20 else b""
+            if total == 0xFFFF and loc[:4] == b"PK\x06\x07":  # zip64: the real count is further back
+                f.seek(struct.unpack("<Q", loc[8:16])[0])
+                rec = f.read(56)
+                if rec[:4] == b"PK\x06\x06":
+                    return struct.unpack("<Q", rec[32:40])[0]
+            return total
+    except OSError:
+        return None
 
 
 @dataclass
@@ -202,11 +233,17 @@ def _zip_entry_problem(info: zipfile.ZipInfo, cfg: IngestConfig) -> tuple[str, s
 
 def import_zip(store, src: Path, label=None, cfg=IngestConfig(), progress=None, cancel=None) -> ImportReport:
     report = ImportReport()
+    declared_entries = zip_declared_entries(src)
+    if declared_entries is not None and declared_entries > ZIP_MAX_ENTRIES:
+        raise DragonError(f"{src.name} lists {declared_entries:,} entries (the limit is {ZIP_MAX_ENTRIES:,}); "
+                          "split it into smaller zips. Nothing imported")
     try:
         zf = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise DragonError(f"{src.name} is not a readable zip ({e}); nothing imported") from None
     with zf:
+        if len(zf.infolist()) > ZIP_MAX_ENTRIES:  # a record that understated its count
+            raise DragonError(f"{src.name} holds more than {ZIP_MAX_ENTRIES:,} entries; split it. Nothing imported")
         infos = [i for i in zf.infolist() if not i.is_dir()]
         declared = sum(i.file_size for i in infos)
         if declared > ZIP_MAX_TOTAL:

@@ -23,13 +23,15 @@ from pathlib import Path
 
 from dragonclf import config
 from dragonclf.errors import DragonError
+from dragonclf.names import check_dataset_name, check_model_id
 
 FORMAT = 1
 log = logging.getLogger(__name__)
 
 
 def dataset_dir(dataset: str) -> Path:
-    return config.models_root() / dataset
+    """The models folder of a dataset; the name is checked, so it can never point elsewhere."""
+    return config.models_root() / check_dataset_name(dataset)
 
 
 def new_model_id(mode: str, backbone: str) -> str:
@@ -126,32 +128,35 @@ def resolve(model, dataset: str | None = None) -> Path:
     root = config.models_root().resolve()
     p = Path(model)
     if not p.is_absolute() and not p.exists():
-        # A bare model id: look it up under the dataset (or any dataset).
-        candidates = [dataset_dir(dataset) / p] if dataset else list(root.glob(f"*/{p}"))
-        p = next((c for c in candidates if c.is_dir()), candidates[0] if candidates else root / p)
+        # A bare model id (the app's dropdown, a client's request): a plain name, looked up under
+        # the dataset, or under any dataset. Never a glob pattern, never a path.
+        model_id = check_model_id(str(model))
+        candidates = [dataset_dir(dataset) / model_id] if dataset else sorted(
+            d / model_id for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        p = next((c for c in candidates if c.is_dir()), root / model_id)
     p = p.resolve()
     if p.name in ("model.json", "model.onnx", "export.pkl"):
         p = p.parent
     try:
         p.relative_to(root)
     except ValueError:
-        raise DragonError(f"Models are loaded only from the app's models folder ({root}); {p} is outside it.") from None
+        raise DragonError(f"Models are loaded only from the app's models folder; {Path(model).name!r} is outside it.") from None
     if not p.is_dir():
-        raise DragonError(f"No such model: {model}")
+        raise DragonError(f"No such model: {Path(model).name}")
     return p
 
 
 def read_meta(model_dir: Path) -> dict:
     path = Path(model_dir) / "model.json"
     if not path.is_file():
-        raise DragonError(f"{model_dir} is not a model folder (model.json is missing).")
+        raise DragonError(f"{Path(model_dir).name} is not a model folder (model.json is missing).")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DragonError(f"{path} is corrupt: {e}") from e
+        raise DragonError(f"model {Path(model_dir).name}: model.json is corrupt: {e}") from e
     missing = [k for k in ("labels", "input_size", "mean", "std", "mode", "backbone") if k not in meta]
     if missing:
-        raise DragonError(f"{path} is incomplete (missing {', '.join(missing)}).")
+        raise DragonError(f"model {Path(model_dir).name}: model.json is incomplete (missing {', '.join(missing)}).")
     return meta
 
 

@@ -76,3 +76,14 @@ def check_dataset_name(name: str) -> str:
             f"starting with a letter or digit, at most 64 characters"
         )
     return name
+
+
+_MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+def check_model_id(model_id: str) -> str:
+    """A model id is a folder name: no path separators, no glob characters, no '..'."""
+    model_id = (model_id or "").strip()
+    if not _MODEL_ID_RE.match(model_id) or ".." in model_id:
+        raise DragonError(f"model {model_id[:80]!r} is not a model id (letters, digits, '_', '-', '.', '+')")
+    return model_id

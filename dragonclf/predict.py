@@ -55,7 +55,7 @@ class Predictor:
             raise DragonError(f"Model {self.model_dir.name}: model.onnx has {n_out} outputs but model.json {len(self.labels)} labels.")
 
     def preprocess(self, src, flip: bool = False) -> np.ndarray:
-        img = load_image(src)
+        img = load_image(src, draft=self.size)
         if flip:
             from PIL import Image
 
@@ -81,7 +81,8 @@ class Predictor:
     def predict_image(self, src, top_k: int | None = None) -> dict[str, float]:
         """{label: probability}, most likely first."""
         p = self.run(self.preprocess(src)[None])[0]
-        order = np.argsort(-p)[: top_k or len(p)]
+        top_k = len(p) if not top_k else max(1, min(int(top_k), len(p)))  # whatever a client sent
+        order = np.argsort(-p)[:top_k]
         return {self.labels[i]: float(p[i]) for i in order}
 
     def predict_paths(self, paths) -> list[dict]:

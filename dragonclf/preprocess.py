@@ -9,6 +9,7 @@ our DataBlock exactly: RGB, squish-resize with bilinear resampling, /255, then
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,18 @@ from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
 
 MAX_PIXELS = IngestConfig().max_pixels  # refuse decompression bombs before decoding
+BIG_PIXELS = 8_000_000  # decodes larger than this (where draft mode cannot shrink them) wait for a slot
+_big_decodes = threading.BoundedSemaphore(2)
 
 
-def load_image(src) -> Image.Image:
-    """An RGB PIL image from a path, bytes, PIL image or HxW / HxWxC array."""
+def load_image(src, draft: int | None = None) -> Image.Image:
+    """An RGB PIL image from a path, bytes, PIL image or HxW / HxWxC array.
+
+    `draft`: the model input side the image is for. A large JPEG is then decoded
+    at a reduced scale (still at least twice that side), not at full size: a
+    50-megapixel photo costs about a sixty-fourth of the memory and time. Other
+    large formats cannot be decoded smaller; at most two of them decode at once.
+    """
     if isinstance(src, Image.Image):
         img = src
     elif isinstance(src, np.ndarray):
@@ -32,14 +41,22 @@ def load_image(src) -> Image.Image:
         else:
             path = Path(src)
             if not path.is_file():
-                raise DragonError(f"No such image file: {path}")
-            fp, name = path, str(path)
+                raise DragonError(f"No such image file: {path.name}")
+            fp, name = path, path.name
         try:
             img = Image.open(fp)
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise DragonError(f"{name} is too large ({w}x{h} pixels; the limit is {MAX_PIXELS:,}).")
-            img.load()
+            if draft and img.format == "JPEG":
+                img.draft("RGB", (2 * draft, 2 * draft))  # decode at 1/2, 1/4 or 1/8 scale
+            if img.size[0] * img.size[1] > BIG_PIXELS:
+                with _big_decodes:
+                    img.load()
+                    if draft and img.mode in ("RGB", "RGBA", "L"):  # keep no more pixels than needed
+                        img = img.reduce(max(1, min(img.size) // (2 * draft)))
+            else:
+                img.load()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DragonError(f"{name} is not a readable image ({type(e).__name__}: {e}).") from e
         # Photos from phones store their rotation in EXIF; apply it as the store does.

@@ -292,6 +292,18 @@ def cycle_position(pos: float, n_cycles: int) -> float:
 
 # ---- the public functions -----------------------------------------------------
 
+LIMITS = {"epochs": (1, 1000), "freeze_epochs": (0, 100), "size": (32, 1024), "batch_size": (1, 1024),
+          "valid_share": (0.01, 0.9), "lr": (1e-8, 10.0)}
+
+
+def _check_ranges(**values) -> None:
+    """Every numeric setting is checked here, whoever called (browser, API client, CLI, script)."""
+    for key, value in values.items():
+        lo, hi = LIMITS[key]
+        if value is not None and not lo <= value <= hi:
+            raise DragonError(f"{key.replace('_', ' ')} must be between {lo:g} and {hi:g}, not {value!r}.")
+
+
 def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
               epochs: int = 3, lr: float | None = None, freeze_epochs: int | None = None, schedule: str = "one_cycle",
               discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
@@ -312,6 +324,8 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         raise DragonError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
     if epochs < 1:
         raise DragonError("Train for at least one epoch.")
+    _check_ranges(epochs=epochs, freeze_epochs=freeze_epochs, size=size, batch_size=batch_size,
+                  valid_share=valid_share, lr=lr)
     t0 = time.perf_counter()
     name, items = items_mod.collect(store_or_rows, dataset, valid_share)
     warnings = items_mod.check_trainable(name, items)
@@ -424,6 +438,7 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
 
 def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_BACKBONE, **kw) -> TrainResult:
     """One entry point for the UI and CLI: mode "quick" or "finetune"."""
+    _check_ranges(**{k: v for k, v in kw.items() if k in LIMITS})
     if mode == "quick":
         from dragonclf.features import fit_quick
 

@@ -142,3 +142,24 @@ def test_rescan_adopts_an_image_dropped_into_a_label_folder(client, tmp_path):
     new = [r for r in after.images(label="tools") if r.id not in before]
     assert len(new) == 1 and new[0].path.is_file() and new[0].path.suffix == ".jpg"
     assert after.check()["ok"]
+
+
+def test_a_path_as_dataset_or_a_glob_as_model_touches_nothing_and_shows_no_server_path(client, home, tmp_path):
+    """/predict with an empty model lists the dataset's models: a path there once reached outside the models
+    folder, where stale-staging cleanup deleted `.tmp-*` folders; a model name went into a glob."""
+    from PIL import Image
+
+    outside = tmp_path / "outside"
+    (outside / ".tmp-precious").mkdir(parents=True)
+    (outside / ".tmp-precious" / "data.txt").write_text("keep me")
+    gray = tmp_path / "gray.png"
+    Image.new("L", (64, 64), 128).save(gray)
+    for dataset in (str(outside), f"../../{outside.name}", "/", "demo/../../x"):
+        with pytest.raises(AppError) as e:
+            client.predict(handle_file(str(gray)), dataset, "", 2, api_name="/predict")
+        assert str(tmp_path) not in str(e.value) and "Traceback" not in str(e.value)
+    assert (outside / ".tmp-precious" / "data.txt").read_text() == "keep me"
+    Store.open("demo")
+    for model in ("*", "*/*", "[a-z]*", "2026*"):
+        with pytest.raises(AppError, match="not a model id"):
+            client.predict(handle_file(str(gray)), "demo", model, 2, api_name="/predict")

@@ -386,3 +386,12 @@ def test_ctrl_c_stops_cleanly_without_a_traceback(home, tmp_path):
         store = Store.open("c")
         assert 5 <= len(store.images(label="ctrl")) < 60
         assert_consistent(store)
+
+
+def test_an_unbounded_number_of_images_per_class_is_refused(home):
+    """per_class is bounded on the server, not only by the browser's slider."""
+    store = Store.open("bounded", create=True)
+    for n in (10**6, 0, -5):
+        with pytest.raises(DragonError, match="between 1 and"):
+            collect_classes(store, [("cats", None)], n)
+    assert store.images(status=None) == []

@@ -344,3 +344,19 @@ def test_cli_edits_relabel_trash_restore_undo_redo_export_and_empty_trash(photo_
     done = run_cli("empty-trash", "--dataset", "d", "--yes", home=home)
     assert done.returncode == 0 and not gone.exists()
     assert len(Store.open("d").images(status=None)) == 5
+
+
+def test_zip_listing_too_many_entries_is_refused_before_its_directory_is_parsed(store, tmp_path, monkeypatch):
+    """zipfile builds a ZipInfo per entry on open: a huge central directory must be refused from its count."""
+    from dragonclf import importer
+
+    z = tmp_path / "many.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(70_000):  # over 65,535: the count lives in the zip64 record
+            zf.writestr(f"cats/{i}.txt", b"")
+    assert importer.zip_declared_entries(z) == 70_000
+    monkeypatch.setattr(importer, "ZIP_MAX_ENTRIES", 60_000)
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: pytest.fail("the central directory was parsed"))
+    with pytest.raises(DragonError, match="70,000 entries"):
+        import_path(store, z)
+    assert store.images(status=None) == []

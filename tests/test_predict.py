@@ -153,3 +153,19 @@ def test_load_predictor_reuses_and_reloads_on_change(quick):
     st = (quick / "model.json").stat()
     os.utime(quick / "model.json", (st.st_atime, st.st_mtime + 5))
     assert load_predictor(quick) is not a
+
+
+def test_a_big_jpeg_is_decoded_at_reduced_size_before_predicting(quick, tmp_path, monkeypatch):
+    """A 24-megapixel photo is drafted (decoded at 1/4 scale), never held at full size."""
+    from dragonclf import predict as predict_mod
+
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (6000, 4000), (120, 80, 40)).save(big, quality=70)
+    seen = []
+    real_to_array = predict_mod.to_array
+    monkeypatch.setattr(predict_mod, "to_array", lambda img, *a: seen.append(img.size) or real_to_array(img, *a))
+    p = Predictor(quick)
+    probs = p.predict_image(big)
+    assert len(probs) == 4 and abs(sum(probs.values()) - 1) < 1e-5
+    (w, h), = seen
+    assert w * h <= 6000 * 4000 / 16 and min(w, h) >= 2 * p.size

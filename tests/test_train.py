@@ -447,3 +447,13 @@ def test_the_train_tab_offers_larger_defaults_on_a_gpu(monkeypatch):
     by_label = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Number)}
     assert by_label["Epochs"].value == 5
     assert by_label["Image size (px)"].value == 224 and by_label["Batch size"].value == 64
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=10**9), dict(size=100_000), dict(batch_size=0), dict(batch_size=10**7),
+                                 dict(valid_share=1.5), dict(freeze_epochs=-3), dict(lr=1e6)])
+def test_numeric_settings_out_of_range_are_refused_before_any_work(bad):
+    """Whatever a client sends past the browser's sliders is checked on the server."""
+    from dragonclf import train as train_mod
+
+    with pytest.raises(DragonError, match="must be between"):
+        train_mod.train([], mode="finetune", **bad)

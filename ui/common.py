@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from dragonclf.errors import DragonError
+from dragonclf.errors import DragonError, without_paths
 
 log = logging.getLogger("dragonclf.ui")
 
@@ -57,10 +57,11 @@ def ui_errors(fn):
         except gr.Error:
             raise
         except DragonError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(without_paths(str(e))) from None
         except Exception as e:  # noqa: BLE001 - the UI must answer with a message, and we log the rest
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}). The details are in the server log.") from None
+            raise gr.Error(without_paths(f"Something went wrong ({type(e).__name__}: {e}). "
+                                         "The details are in the server log.")) from None
 
     return wrapper
 
@@ -75,10 +76,11 @@ def gen_errors(fn):
         except gr.Error:
             raise
         except DragonError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(without_paths(str(e))) from None
         except Exception as e:  # noqa: BLE001
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(e).__name__}: {e}). The details are in the server log.") from None
+            raise gr.Error(without_paths(f"Something went wrong ({type(e).__name__}: {e}). "
+                                         "The details are in the server log.")) from None
 
     return wrapper
 

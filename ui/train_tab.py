@@ -137,7 +137,8 @@ def build(bar) -> None:
                                    elem_id="train-epochs")
                 lr = gr.Textbox("", label="Learning rate", placeholder="auto", elem_id="train-lr")
             with gr.Accordion("More settings", open=False):
-                freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0)
+                freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0,
+                                          minimum=0, maximum=100)
                 schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
                                     value="one_cycle", label="Schedule")
                 discriminative = gr.Checkbox(True, label="Discriminative learning rates (body slower than head)")
@@ -156,7 +157,7 @@ def build(bar) -> None:
     with gr.Accordion("Learning-rate finder and augmentation preview", open=False):
         with gr.Row():
             lr_btn = gr.Button("Find learning rate", elem_id="lr-find")
-            image_index = gr.Number(0, label="Preview image #", precision=0)
+            image_index = gr.Number(0, label="Preview image #", precision=0, minimum=0, maximum=1_000_000)
             preview_btn = gr.Button("Preview augmentation", elem_id="aug-preview")
         with gr.Row():
             lr_plot = gr.Plot(label="Loss vs learning rate")
