@@ -50,6 +50,27 @@ def test_images_the_app_shows_are_served(app_url, client, home):
     assert url.startswith(app_url) and http_status(url) == 200
 
 
+def test_emptied_trash_is_no_longer_served_whoever_emptied_it(app_url, client, home):
+    """Deleted means gone: a picture the browser was shown is not downloadable once the trash is emptied,
+    by the app (at once) or by another process (the CLI; gone at the next scheduled sweep)."""
+    from ui import serving
+
+    demo = Store.open("demo")
+    gallery = client.predict("demo", "tools", api_name="/label_gallery")
+    urls = {item["caption"].split(" ")[0]: item["image"]["url"] for item in gallery[:2]}
+    (first, url1), (second, url2) = urls.items()
+    assert http_status(url1) == 200 and http_status(url2) == 200
+    demo.trash([first])
+    assert http_status(url1) == 200  # in the trash: restorable, still the same picture
+    client.predict("demo", True, "trash", api_name="/empty_trash")
+    assert http_status(url1) in (403, 404)
+    demo.trash([second])
+    subprocess.run([sys.executable, "-m", "dragonclf", "empty-trash", "--dataset", "demo", "--yes"], check=True, capture_output=True,
+                   env={**os.environ, "DRAGONCLF_HOME": str(home)}, cwd=REPO)
+    assert serving.sweep() >= 1 and http_status(url2) in (403, 404)
+    assert serving._sweeper is not None and serving._sweeper.is_alive()  # the same sweep runs on a schedule
+
+
 def test_hostile_dataset_names_through_the_ui_are_refused(client, home):
     from gradio_client.exceptions import AppError
 

@@ -18,7 +18,7 @@ import gradio as gr
 from dragonclf import clean, modelstore
 from dragonclf.errors import DragonError
 from dragonclf.store import Store
-from ui.common import progress_adapter, servable, servable_file, ui_errors
+from ui.common import progress_adapter, servable, servable_file, sweep, ui_errors
 
 TITLE = "Clean"
 QUEUES = [("Likely mislabels", "mislabel"), ("Top losses (fine-tuned model)", "top_loss"),
@@ -281,6 +281,7 @@ def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
     if not confirm:
         raise DragonError(f"Emptying the trash deletes {n} images for good (no undo). Tick 'Yes, delete them' first.")
     deleted = store.empty_trash()
+    sweep()  # their served copies go too: deleted means gone
     state["queues"][_key(dataset, "trash")] = []
     return _view(state, dataset, kind, f"Deleted {deleted} images for good.")
 

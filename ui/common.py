@@ -12,30 +12,9 @@ from pathlib import Path
 import gradio as gr
 
 from dragonclf.errors import DragonError, without_paths
+from ui.serving import servable, sweep  # noqa: F401 - the tabs import them from here
 
 log = logging.getLogger("dragonclf.ui")
-
-# Images shown in the browser are linked into this folder first, so Gradio never
-# needs `allowed_paths` on the data root (which would also expose manifests).
-SERVE_DIR = Path(tempfile.gettempdir()) / "dragonclf-serve"
-
-
-def servable(path: str | os.PathLike) -> str:
-    """A copy (hard link where possible) of an image the app means to show, in the temp dir."""
-    src = Path(path)
-    if src.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
-        raise DragonError(f"refusing to serve {src.name}: not an image")
-    SERVE_DIR.mkdir(parents=True, exist_ok=True)
-    # names are content ids in the store, but two datasets may hold the same id: keep the parent too
-    dest = SERVE_DIR / f"{src.parent.name}-{src.name}"
-    if not dest.exists():
-        tmp = dest.with_suffix(".part")
-        try:
-            os.link(src, tmp)
-        except OSError:  # another filesystem: copy
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    return str(dest)
 
 
 def servable_file(path: str | os.PathLike, name: str | None = None) -> str:
