@@ -37,7 +37,7 @@ with gr.Blocks(title="dragonclf: your own image classifier") as demo:
             tab.build(bar)
     bar.wire_model_lists(demo)
     demo.load(dataset_bar.dataset_choices, bar.dataset, bar.dataset, api_visibility="private")
-    demo.load(dataset_bar.refresh, bar.dataset, [bar.counts, bar.label, bar.gallery], api_visibility="private")
+    demo.load(dataset_bar.refresh, bar.dataset, bar.outputs, api_visibility="private")
 
 
 def launch_options() -> dict:

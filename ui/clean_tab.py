@@ -25,7 +25,7 @@ QUEUES = [("Likely mislabels", "mislabel"), ("Top losses (fine-tuned model)", "t
           ("Near-duplicates", "duplicate"), ("Label conflicts", "conflict"), ("Poor quality", "quality"),
           ("Trash", "trash"), ("Confusion-matrix cell", "cell")]
 DIGITS = 9
-GALLERY_MAX = 60
+GALLERY_MAX = 60  # a page: the browser gets one page of a queue at a time (gallery, table, selection)
 
 KEYS_JS = """
 if (!window.__dragonclfCleanKeys) {
@@ -54,10 +54,12 @@ if (!window.__dragonclfCleanKeys) {
 
 
 # ---- session state: {"queues": {"<dataset>/<kind>": [suspect]}, "pos": {...}, "done": {dataset: {id: action}},
-#      "snapshot": {dataset: snapshot}, "edits": {dataset: n}}
+#      "snapshot": {dataset: snapshot}, "edits": {dataset: n}, "trash": {dataset: (offset, total)}}
+# The trash queue holds one page of the store's trash (it can be the size of the dataset); other queues hold
+# their suspects, and the view sends the page the current card is on.
 
 def _new_state() -> dict:
-    return {"queues": {}, "pos": {}, "done": {}, "snapshot": {}, "edits": {}}
+    return {"queues": {}, "pos": {}, "done": {}, "snapshot": {}, "edits": {}, "trash": {}}
 
 
 def _key(dataset: str, kind: str) -> str:
@@ -65,6 +67,8 @@ def _key(dataset: str, kind: str) -> str:
 
 
 def _pending(state: dict, dataset: str, kind: str) -> list[dict]:
+    if kind == "trash":  # read from the store after every decision: it is what is in the trash now
+        return state["queues"].get(_key(dataset, kind), [])
     done = state["done"].get(dataset, {})
     return [s for s in state["queues"].get(_key(dataset, kind), []) if s["id"] not in done]
 
@@ -83,16 +87,36 @@ def _store(dataset: str) -> Store:
     return Store.open(dataset)
 
 
-def _trash_queue(store: Store) -> list[dict]:
-    return [clean._suspect(r, "trash", 0.0, "in the trash: Restore brings it back; Empty trash deletes it",
-                           "restore") for r in store.images(status="trashed")]
+def _fill_trash(state: dict, dataset: str, offset: int | None = None) -> None:
+    """The page of the trash at `offset` (default: where the session is), newest first, read from the store."""
+    key = _key(dataset, "trash")
+    trash = state.setdefault("trash", {})
+    offset = trash.get(dataset, (0, 0))[0] if offset is None else offset
+    page = _store(dataset).page(status="trashed", offset=max(0, offset), limit=GALLERY_MAX)
+    trash[dataset] = (page.offset, page.total)
+    state["queues"][key] = [clean._suspect(r, "trash", 0.0, "in the trash: Restore brings it back; Empty trash "
+                                           "deletes it", "restore") for r in page.rows]
+    state["pos"][key] = min(state["pos"].get(key, 0), max(0, len(page.rows) - 1))
+
+
+def _shown(state: dict, dataset: str, kind: str) -> tuple[list[dict], int, int]:
+    """The page the current card is on: (its suspects, offset of the first, size of the whole queue)."""
+    items = _pending(state, dataset, kind)
+    if kind == "trash":
+        offset, total = state.setdefault("trash", {}).get(dataset, (0, len(items)))
+        return items, offset, total
+    pos = min(state["pos"].get(_key(dataset, kind), 0), max(0, len(items) - 1))
+    start = pos // GALLERY_MAX * GALLERY_MAX
+    return items[start:start + GALLERY_MAX], start, len(items)
 
 
 def _fill(state: dict, dataset: str, kind: str, progress=None) -> str:
     """Compute a queue (the trash view included); return a note for the person."""
     store = _store(dataset)
     if kind == "trash":
-        items, notes = _trash_queue(store), []
+        _fill_trash(state, dataset, 0)
+        state["pos"][_key(dataset, kind)] = 0
+        return ""
     elif kind == "cell":
         return "Pick an actual and a predicted label below and press Show cell."
     else:
@@ -125,13 +149,20 @@ def _card(s: dict | None, n_left: int, labels: list[str]) -> str:
             f"- {s['reason']}\n- source: {src}\n- id: `{s['id']}`{group}\n\n{n_left} left in this queue." + hint)
 
 
+def _page_note(start: int, shown: int, total: int) -> str:
+    if total <= shown:
+        return ""
+    pages = -(-total // GALLERY_MAX)
+    return f" · showing {start + 1}-{start + shown} of {total} (page {start // GALLERY_MAX + 1} of {pages})"
+
+
 def _view(state: dict, dataset: str, kind: str, message: str = ""):
     """Every output the tab shows, from the session state."""
     labels = [lab.display for lab in _store(dataset).labels()] if dataset else []
-    items = _pending(state, dataset, kind) if dataset else []
+    items, start, total = _shown(state, dataset, kind) if dataset else ([], 0, 0)
     cur = _current(state, dataset, kind) if dataset else None
     gallery = []
-    for s in items[:GALLERY_MAX]:
+    for s in items:
         try:
             thumb = servable(s["path"])
         except (DragonError, OSError):
@@ -149,11 +180,12 @@ def _view(state: dict, dataset: str, kind: str, message: str = ""):
     choices = [(f"{s['id']} ({s['label']})", s["id"]) for s in items]
     edits = state["edits"].get(dataset, 0)
     refit_hint = f"{edits} edits since the last pass: **Refit quick model** shows what changed." if edits else ""
-    counts = ", ".join(f"{len(_pending(state, dataset, k))} {name.lower()}" for name, k in QUEUES
+    counts = ", ".join(f"{_shown(state, dataset, k)[2]} {name.lower()}" for name, k in QUEUES
                        if _key(dataset, k) in state["queues"])
     summary = f"{dataset}: {counts}" if counts else "Press **Find suspects**."
     target = gr.update(choices=labels)
-    return (state, gallery, image, _card(cur, len(items), labels), queue,
+    summary += _page_note(start, len(items), total)
+    return (state, gallery, image, _card(cur, total, labels), queue,
             gr.update(choices=choices, value=[]), "\n\n".join(x for x in (message, refit_hint) if x), summary, target)
 
 
@@ -184,6 +216,8 @@ def _decide(state, dataset, kind, ids, action, label=None, create=False):
         done[i] = action
     if res.changed:
         state["edits"][dataset] = state["edits"].get(dataset, 0) + 1
+    if _key(dataset, "trash") in state["queues"]:
+        _fill_trash(state, dataset)  # restored pictures leave the page, trashed ones join the trash
     return _view(state, dataset, kind, clean.describe(res, action))
 
 
@@ -248,9 +282,26 @@ def move(step: int, dataset: str, kind: str, state: dict | None):
 
 
 @ui_errors
+def page_move(step: int, dataset: str, kind: str, state: dict | None):
+    """The previous or next page of the queue (its first card becomes the current one)."""
+    state = state or _new_state()
+    k = _key(dataset, kind)
+    if kind == "trash":
+        offset, _total = state.setdefault("trash", {}).get(dataset, (0, 0))
+        _fill_trash(state, dataset, offset + step * GALLERY_MAX)
+        state["pos"][k] = 0
+    else:
+        n = len(_pending(state, dataset, kind))
+        start = min(state["pos"].get(k, 0), max(0, n - 1)) // GALLERY_MAX * GALLERY_MAX
+        state["pos"][k] = min(max(0, start + step * GALLERY_MAX), max(0, n - 1)) // GALLERY_MAX * GALLERY_MAX
+    return _view(state, dataset, kind)
+
+
+@ui_errors
 def pick(dataset: str, kind: str, state: dict | None, evt: gr.SelectData):
     state = state or _new_state()
-    state["pos"][_key(dataset, kind)] = int(evt.index)
+    start = 0 if kind == "trash" else _shown(state, dataset, kind)[1]
+    state["pos"][_key(dataset, kind)] = start + int(evt.index)
     return _view(state, dataset, kind)
 
 
@@ -267,6 +318,8 @@ def _walk(undo: bool):
             else:
                 done[i] = "redo"
         state["edits"][dataset] = state["edits"].get(dataset, 0) + 1
+        if _key(dataset, "trash") in state["queues"]:
+            _fill_trash(state, dataset)
         return _view(state, dataset, kind, clean.describe(res, "undo" if undo else "redo"))
 
     handler.__name__ = "undo" if undo else "redo"
@@ -277,12 +330,12 @@ def _walk(undo: bool):
 def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
     state = state or _new_state()
     store = _store(dataset)
-    n = len(store.images(status="trashed"))
+    n = store.count(status="trashed")
     if not confirm:
         raise DragonError(f"Emptying the trash deletes {n} images for good (no undo). Tick 'Yes, delete them' first.")
     deleted = store.empty_trash()
     sweep()  # their served copies go too: deleted means gone
-    state["queues"][_key(dataset, "trash")] = []
+    _fill_trash(state, dataset, 0)
     return _view(state, dataset, kind, f"Deleted {deleted} images for good.")
 
 
@@ -362,6 +415,9 @@ def build(bar) -> None:
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Queue", columns=6, height=380, allow_preview=False,
                                      elem_id="clean-gallery")
+                with gr.Row():
+                    page_prev_btn = gr.Button("⇤ Previous page", size="sm", elem_id="clean-page-prev", scale=0)
+                    page_next_btn = gr.Button("Next page ⇥", size="sm", elem_id="clean-page-next", scale=0)
             with gr.Column(scale=2):
                 current = gr.Image(label="Current", type="filepath", interactive=False, height=260,
                                    elem_id="clean-current")
@@ -414,6 +470,8 @@ def build(bar) -> None:
     gallery.select(pick, common, outs, api_name="select")
     prev_btn.click(lambda d, k, s: move(-1, d, k, s), common, outs, api_name="prev")
     next_btn.click(lambda d, k, s: move(1, d, k, s), common, outs, api_name="next")
+    page_prev_btn.click(lambda d, k, s: page_move(-1, d, k, s), common, outs, api_name="prev_page")
+    page_next_btn.click(lambda d, k, s: page_move(1, d, k, s), common, outs, api_name="next_page")
     act_inputs = [ds, kind, target, create, state]
     for action, btn in (("relabel", relabel_btn), ("trash", trash_btn), ("keep", keep_btn), ("restore", restore_btn)):
         bar.refresh_after(btn.click(_act(action), act_inputs, outs, api_name=action))

@@ -34,10 +34,11 @@ def counts_markdown(name: str) -> str:
 
 @ui_errors
 def refresh(name: str):
-    """Counts, label choices and the first label's gallery for dataset `name`."""
+    """Counts, label choices and the first page of the first label's gallery for dataset `name`."""
     labels = [lab.display for lab in Store.open(name).labels()] if name else []
     first = labels[0] if labels else None
-    return counts_markdown(name), gr.update(choices=labels, value=first), label_gallery(name, first)
+    gallery, page, info = gallery_page(name, first, "", 1)
+    return counts_markdown(name), gr.update(choices=labels, value=first), gallery, page, info
 
 
 def dataset_choices(current: str | None):
@@ -47,11 +48,19 @@ def dataset_choices(current: str | None):
 
 @ui_errors
 def label_gallery(name: str, label: str | None):
+    """The newest page of a label (the API's short form of `gallery_page`)."""
+    return gallery_page(name, label, "", 1)[0]
+
+
+@ui_errors
+def gallery_page(name: str, label: str | None, text: str, page: float | None):
+    """One page of a label's pictures (newest first), filtered by `text`: (gallery, page number, "1-60 of N")."""
     if not name or not label:
-        return []
-    rows = Store.open(name).images(label=label)
-    shown = rows[-GALLERY_MAX:][::-1]  # newest first
-    return [(servable(r.path), f"{r.id} · {r.origin or ''}") for r in shown]
+        return [], 1, ""
+    number = max(1, int(page or 1))
+    found = Store.open(name).page(label=label, text=text, offset=(number - 1) * GALLERY_MAX, limit=GALLERY_MAX)
+    shown = [(servable(r.path), f"{r.id} · {r.origin or ''}") for r in found.rows]
+    return shown, found.number, found.describe() + (f" matching {text.strip()!r}" if (text or "").strip() else "")
 
 
 @ui_errors
@@ -101,12 +110,19 @@ class DatasetBar:
     counts: gr.Markdown
     label: gr.Dropdown
     gallery: gr.Gallery
+    page: gr.Number  # the gallery's page number (1-based)
+    page_info: gr.Markdown  # "61-120 of 5,000 (page 2 of 84)"
     model_lists: list = field(default_factory=list)  # every model dropdown of every tab
     trainings: list = field(default_factory=list)  # events that end with a new model
 
+    @property
+    def outputs(self) -> list:
+        """What `refresh` fills."""
+        return [self.counts, self.label, self.gallery, self.page, self.page_info]
+
     def refresh_after(self, event):
         """Chain a refresh of counts and gallery after another event."""
-        return event.then(refresh, self.dataset, [self.counts, self.label, self.gallery], api_visibility="private")
+        return event.then(refresh, self.dataset, self.outputs, api_visibility="private")
 
     def wire_model_lists(self, demo: gr.Blocks) -> None:
         """Every model list fills on page load, on a change of dataset, and after every training (newest first)."""
@@ -150,6 +166,14 @@ def build() -> DatasetBar:
             rescan_btn = gr.Button("Rescan folders", scale=0)
         gallery = gr.Gallery(label="Images", columns=8, height=300, elem_id="label-gallery")
         with gr.Row():
+            prev_page = gr.Button("← Newer", size="sm", scale=0, elem_id="gallery-prev")
+            page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=0, min_width=90,
+                             elem_id="gallery-page")
+            next_page = gr.Button("Older →", size="sm", scale=0, elem_id="gallery-next")
+            page_info = gr.Markdown(elem_id="gallery-page-info")
+            text = gr.Textbox(label="Filter", placeholder="id, title, source or query; Enter", scale=2,
+                              elem_id="gallery-filter")
+        with gr.Row():
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Upload images or a zip",
                             scale=3, elem_id="import-files")
             with gr.Column(scale=1):
@@ -157,10 +181,18 @@ def build() -> DatasetBar:
                 import_btn = gr.Button("Import", variant="primary", elem_id="import-btn")
         import_result = gr.Markdown(elem_id="import-result")
 
-    bar = DatasetBar(dataset, counts, label, gallery)
-    outputs = [counts, label, gallery]
-    dataset.change(refresh, dataset, outputs, api_name="dataset_status")
-    label.change(label_gallery, [dataset, label], gallery, api_name="label_gallery")
+    bar = DatasetBar(dataset, counts, label, gallery, page, page_info)
+    dataset.change(refresh, dataset, bar.outputs, api_name="dataset_status")
+    shown = [gallery, page, page_info]
+    label.change(label_gallery, [dataset, label], gallery, api_name="label_gallery").then(
+        lambda d, lab: (*gallery_page(d, lab, "", 1)[1:], ""), [dataset, label], [page, page_info, text],
+        api_visibility="private")  # a new label starts at its newest page, unfiltered
+    text.submit(lambda d, lab, t: gallery_page(d, lab, t, 1), [dataset, label, text], shown, api_visibility="private")
+    page.submit(gallery_page, [dataset, label, text, page], shown, api_name="gallery_page")
+    prev_page.click(lambda d, lab, t, n: gallery_page(d, lab, t, (n or 1) - 1), [dataset, label, text, page], shown,
+                    api_visibility="private")
+    next_page.click(lambda d, lab, t, n: gallery_page(d, lab, t, (n or 1) + 1), [dataset, label, text, page], shown,
+                    api_visibility="private")
     bar.refresh_after(create_btn.click(create, new_name, [dataset, new_name], api_name="create_dataset"))
     bar.refresh_after(import_btn.click(import_uploads, [dataset, files, up_label], [import_result, files],
                                        api_name="import_files"))
