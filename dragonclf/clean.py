@@ -282,10 +282,11 @@ def top_loss_suspects(store: Store, k: int = 30, progress=None) -> list[dict]:
 
 def duplicate_suspects(store: Store) -> list[dict]:
     """Near-duplicate clusters: the best copy (largest, oldest) suggested "keep", the others "trash"."""
-    rows = {r.id: r for r in store.images()}
+    groups = store.near_duplicate_groups()
+    rows = store.images_by_id(i for ids in groups for i in ids)  # the clusters' members only, not every image
     out = []
-    for n, ids in enumerate(store.near_duplicate_groups(), start=1):
-        members = sorted((rows[i] for i in ids if i in rows), key=lambda r: (-r.width * r.height, r.added_at, r.id))
+    for n, ids in enumerate(groups, start=1):
+        members = sorted((rows[i] for i in ids if i in rows and rows[i].status == "active"), key=lambda r: (-r.width * r.height, r.added_at, r.id))
         if len(members) < 2:
             continue
         labels = sorted({r.label for r in members})

@@ -487,7 +487,9 @@ class Store(Journal, Rescan, Queries):
             return x
 
         pairs = self._db.execute(  # only the recorded pairs are read, never every image
-            "SELECT n.a, n.b FROM near_dups n JOIN images x ON x.id = n.a JOIN images y ON y.id = n.b"
+            # CROSS JOIN keeps this order (pairs, then each side by primary key): left to itself the planner
+            # may walk the status index of both sides, pairs x pairs of images.
+            "SELECT n.a, n.b FROM near_dups n CROSS JOIN images x ON x.id = n.a CROSS JOIN images y ON y.id = n.b"
             " WHERE x.status = 'active' AND y.status = 'active'")
         for a, b in pairs:
             parent[find(a)] = find(b)

@@ -112,3 +112,15 @@ class Queries:
             counts[status] = self._db.execute("SELECT COUNT(*) FROM images WHERE status = ?", (status,)).fetchone()[0]
         return counts
 
+
+    def images_by_id(self, ids, valid_share: float = IngestConfig.valid_share) -> dict:
+        """{id: ImageRow} for these ids (those that exist and are not pending), read by primary key."""
+        ids = list(dict.fromkeys(ids))
+        out = {}
+        for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = ids[i:i + 500]
+            rows = self._db.execute(
+                "SELECT i.*, l.display FROM images i LEFT JOIN labels l ON l.folder = i.folder"
+                f" WHERE i.id IN ({','.join('?' * len(chunk))}) AND i.status != 'pending'", chunk)
+            out.update((r["id"], self._row(r, valid_share)) for r in rows)
+        return out

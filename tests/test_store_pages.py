@@ -100,3 +100,25 @@ def test_near_duplicate_groups_count_active_pictures_only(photo_files):
     assert s.near_duplicate_groups() == [sorted(ids)]
     s.trash([ids[1]])
     assert s.near_duplicate_groups() == [] and s.status()["near_duplicate_groups"] == 0
+
+
+def traced_plans(store, fn) -> list[list[str]]:
+    """The query plans of the SELECTs `fn` runs on the store's connection."""
+    seen = []
+    store._db.set_trace_callback(seen.append)
+    try:
+        fn()
+    finally:
+        store._db.set_trace_callback(None)
+    con = sqlite3.connect(store.db_path)
+    return [[r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql)] for sql in seen if sql.lstrip().startswith("SELECT")]
+
+
+def test_near_duplicate_groups_walk_the_pairs_not_every_image(big_store):
+    con = sqlite3.connect(big_store.db_path)
+    ids = [r[0] for r in con.execute("SELECT id FROM images WHERE status='active' LIMIT 40")]
+    with con:
+        con.executemany("INSERT INTO near_dups VALUES (?,?,3)", list(zip(ids[::2], ids[1::2])))
+    plans = traced_plans(big_store, big_store.near_duplicate_groups)
+    assert plans and all(plan[0].startswith("SCAN n") for plan in plans), plans  # pairs outermost, images by key
+    assert len(big_store.near_duplicate_groups()) == 20
