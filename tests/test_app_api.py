@@ -100,7 +100,7 @@ def test_predict_batch_answers_each_file_and_names_the_bad_ones(client, trained,
 
 
 def test_lr_find_and_augmentation_preview_endpoints(client):
-    fig, suggestion = client.predict("demo", "efficientnet_lite0", 64, 16, "default", 0.2, api_name="/lr_find")
+    fig, suggestion, _ = client.predict("demo", "efficientnet_lite0", 64, 16, "default", 0.2, api_name="/lr_find")
     assert fig and 1e-6 < float(suggestion) < 1  # a plot and a usable learning rate
     preview = client.predict("demo", "strong", 64, 3, api_name="/preview_augmentation")
     assert preview and preview.get("type") == "matplotlib"

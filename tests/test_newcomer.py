@@ -124,3 +124,23 @@ def test_model_lists_fill_on_load_and_after_every_training(page, home, photo_fil
     for tab, elem in (("Evaluate", "eval-model"), ("Predict", "predict-model")):
         open_tab(page, tab)
         page.wait_for_function(f"document.querySelector('#{elem} input').value.includes('{model}')")
+
+
+def error_badges(page) -> int:
+    """Gradio's red 'Error' badges over components, visible ones only."""
+    return sum(1 for b in page.locator("[data-testid=status-tracker] .error").all() if b.is_visible())
+
+
+def test_an_error_is_one_message_by_its_action_and_leaves_inputs_usable(page):
+    open_tab(page, "Evaluate")
+    page.click("#eval-run")
+    page.wait_for_selector("#eval-summary:has-text('Train a model first')")
+    assert error_badges(page) == 0
+    open_tab(page, "Train")
+    page.get_by_text("Fine-tune (fastai)").click()
+    page.fill("#train-lr textarea, #train-lr input", "fast")
+    page.click("#train-start")
+    page.wait_for_selector("#train-status:has-text('not a number')")
+    assert error_badges(page) == 0
+    page.fill("#train-lr textarea, #train-lr input", "1e-3")  # still usable, nothing on top of it
+    page.click("#train-lr textarea, #train-lr input")

@@ -191,14 +191,14 @@ def _view(state: dict, dataset: str, kind: str, message: str = ""):
 
 # ---- handlers -------------------------------------------------------------------
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def find(dataset: str, kind: str, state: dict | None, progress=gr.Progress()):
     state = state or _new_state()
     note = _fill(state, dataset, kind, progress_adapter(progress))
     return _view(state, dataset, kind, note)
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def show(dataset: str, kind: str, state: dict | None):
     """Switch queue or dataset: show what the session has, computing only queues not seen yet."""
     state = state or _new_state()
@@ -229,7 +229,7 @@ def _current_or_error(state, dataset, kind) -> dict:
 
 
 def _act(action):
-    @ui_errors
+    @ui_errors(say=6, of=9)
     def handler(dataset: str, kind: str, target: str, create: bool, state: dict | None):
         state = state or _new_state()
         cur = _current_or_error(state, dataset, kind)
@@ -241,7 +241,7 @@ def _act(action):
 
 
 def _digit(n: int):
-    @ui_errors
+    @ui_errors(say=6, of=9)
     def handler(dataset: str, kind: str, state: dict | None):
         state = state or _new_state()
         labels = [lab.display for lab in _store(dataset).labels()]
@@ -254,13 +254,13 @@ def _digit(n: int):
     return handler
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def bulk(action: str, dataset: str, kind: str, selection: list[str], target: str, create: bool, state: dict | None):
     state = state or _new_state()
     return _decide(state, dataset, kind, list(selection or []), action, target, create)
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def trash_cluster(dataset: str, kind: str, state: dict | None):
     """Trash every image of the current card's duplicate cluster except the copy suggested to stay."""
     state = state or _new_state()
@@ -271,7 +271,7 @@ def trash_cluster(dataset: str, kind: str, state: dict | None):
     return _decide(state, dataset, kind, ids, "trash")
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def move(step: int, dataset: str, kind: str, state: dict | None):
     state = state or _new_state()
     n = len(_pending(state, dataset, kind))
@@ -281,7 +281,7 @@ def move(step: int, dataset: str, kind: str, state: dict | None):
     return _view(state, dataset, kind)
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def page_move(step: int, dataset: str, kind: str, state: dict | None):
     """The previous or next page of the queue (its first card becomes the current one)."""
     state = state or _new_state()
@@ -297,7 +297,7 @@ def page_move(step: int, dataset: str, kind: str, state: dict | None):
     return _view(state, dataset, kind)
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def pick(dataset: str, kind: str, state: dict | None, evt: gr.SelectData):
     state = state or _new_state()
     start = 0 if kind == "trash" else _shown(state, dataset, kind)[1]
@@ -306,7 +306,7 @@ def pick(dataset: str, kind: str, state: dict | None, evt: gr.SelectData):
 
 
 def _walk(undo: bool):
-    @ui_errors
+    @ui_errors(say=6, of=9)
     def handler(dataset: str, kind: str, state: dict | None):
         state = state or _new_state()
         store = _store(dataset)
@@ -326,7 +326,7 @@ def _walk(undo: bool):
     return handler
 
 
-@ui_errors
+@ui_errors(say=6, of=9)
 def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
     state = state or _new_state()
     store = _store(dataset)
@@ -339,7 +339,7 @@ def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
     return _view(state, dataset, kind, f"Deleted {deleted} images for good.")
 
 
-@ui_errors
+@ui_errors(say=1, of=3)
 def refit(dataset: str, state: dict | None, progress=gr.Progress()):
     state = state or _new_state()
     store = _store(dataset)
@@ -377,7 +377,7 @@ def cell_labels(dataset: str, model: str):
     return gr.update(choices=labels), gr.update(choices=labels)
 
 
-@ui_errors
+@ui_errors(say=6, of=10)
 def show_cell(dataset: str, model: str, actual: str, predicted: str, state: dict | None):
     state = state or _new_state()
     if not model:

@@ -10,7 +10,7 @@ import gradio as gr
 from dragonclf.collect import CollectReport, collect_classes, combine
 from dragonclf.search import query_variations, split_queries
 from dragonclf.store import Store
-from ui.common import gen_errors, log, servable, ui_errors
+from ui.common import log, servable, ui_errors
 
 TITLE = "Collect"
 SLOTS = 8  # galleries on the page; past that many classes the last one shows the rest together
@@ -116,7 +116,7 @@ def _summary(reports, running: str | None) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
-@gen_errors
+@ui_errors(say=1, of=2 + SLOTS)
 def start(name: str, text: str, queries_text: str, per_class: int, safesearch: str, size: str, type_image: str,
           layout: str, license_image: str, progress=gr.Progress()):
     """Run the collection in a worker thread; stream galleries and a summary while it goes.

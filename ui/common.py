@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import shutil
@@ -26,42 +27,69 @@ def servable_file(path: str | os.PathLike, name: str | None = None) -> str:
     return str(dest)
 
 
-def ui_errors(fn):
-    """Turn library errors into a readable gr.Error; never show a traceback."""
+def _message(e: Exception, fn) -> str:
+    if isinstance(e, gr.Error):
+        return e.message
+    if isinstance(e, DragonError):
+        return without_paths(str(e))
+    log.exception("unexpected error in %s", fn.__name__, exc_info=e)
+    return without_paths(f"Something went wrong ({type(e).__name__}: {e}). The details are in the server log.")
+
+
+def _from_browser() -> bool:
+    """True when the running event came from the page (not gradio_client or MCP, which get errors raised)."""
+    from gradio.context import LocalContext  # gradio sets it for every event it runs
+
+    request = LocalContext.request.get(None)
+    headers = getattr(request, "headers", None) or {}
+    return bool(request) and headers.get("x-gradio-user") not in ("api", "mcp")
+
+
+def _answer(message: str, say: int, of: int):
+    """The outputs after an error: the message in the action's status, everything else as it was."""
+    out = [gr.skip() for _ in range(of)]
+    out[say] = f"⚠️ {message}"
+    return out[0] if of == 1 else tuple(out)
+
+
+def ui_errors(fn=None, *, say: int | None = None, of: int = 1):
+    """One way to answer errors in every handler: a readable message, never a traceback.
+
+    `@ui_errors(say=i, of=n)`: in the browser the message goes to output `i` of the handler's `n`
+    (the status beside the action) and the other outputs keep what they showed, so no red "Error"
+    badge covers an input or sits beside stale text. API callers still get the error raised.
+    Bare `@ui_errors` raises it (a toast). Works for plain and generator (streaming) handlers.
+    """
+    if fn is None:
+        return lambda f: ui_errors(f, say=say, of=of)
+
+    def fail(e: Exception):
+        message = _message(e, fn)
+        if say is None or not _from_browser():
+            raise gr.Error(message) from None
+        return _answer(message, say, of)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - the UI answers with a message; the rest is logged
+                yield fail(e)
+
+        return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except DragonError as e:
-            raise gr.Error(without_paths(str(e))) from None
-        except Exception as e:  # noqa: BLE001 - the UI must answer with a message, and we log the rest
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(without_paths(f"Something went wrong ({type(e).__name__}: {e}). "
-                                         "The details are in the server log.")) from None
-
-    return wrapper
-
-
-def gen_errors(fn):
-    """ui_errors for generator handlers (streaming progress)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            yield from fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except DragonError as e:
-            raise gr.Error(without_paths(str(e))) from None
         except Exception as e:  # noqa: BLE001
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(without_paths(f"Something went wrong ({type(e).__name__}: {e}). "
-                                         "The details are in the server log.")) from None
+            return fail(e)
 
     return wrapper
+
+
+gen_errors = ui_errors  # the same decorator: it sees generator handlers itself
 
 
 def progress_adapter(progress: gr.Progress):

@@ -32,7 +32,7 @@ def counts_markdown(name: str) -> str:
     return f"{total} images: {rows}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-@ui_errors
+@ui_errors(say=0, of=3)
 def refresh(name: str):
     """Counts, label choices and the first page of the first label's gallery for dataset `name`."""
     labels = [lab.display for lab in Store.open(name).labels()] if name else []
@@ -69,7 +69,7 @@ def create(name: str):
     return gr.update(choices=list_datasets(), value=store.name), ""
 
 
-@ui_errors
+@ui_errors(say=0, of=2)
 def import_uploads(name: str, files, label: str):
     """Uploaded images into `label`, or uploaded zips of <label>/<images> trees.
 
@@ -95,7 +95,7 @@ def import_uploads(name: str, files, label: str):
                 lines.append(f"- {item['source']}: {item['reason']} ({item['detail']})")
     return "\n\n".join(lines), None
 
-@ui_errors
+@ui_errors(say=0)
 def rescan(name: str) -> str:
     r = Store.open(name).rescan()
     rejected = ", ".join(f"{n} {k}" for k, n in r["rejected"].items()) or "none"

@@ -17,7 +17,7 @@ def _gallery(records: list[dict]) -> list[tuple[str, str]]:
             for r in records]
 
 
-@ui_errors
+@ui_errors(say=0, of=9)
 def evaluate(name: str, model: str, tta: bool, progress=gr.Progress()):
     if not model:
         raise gr.Error("Train a model first (Train tab), then pick it here.")

@@ -10,7 +10,7 @@ import pandas as pd
 from dragonclf import backbones, train
 from dragonclf.interpret import plot_history
 from dragonclf.store import Store
-from ui.common import gen_errors, model_dropdown_update, stream_work, ui_errors
+from ui.common import model_dropdown_update, stream_work, ui_errors
 
 TITLE = "Train"
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time"]
@@ -50,7 +50,7 @@ def _learning_rate(text) -> float | None:
     return value
 
 
-@gen_errors
+@ui_errors(say=1, of=5)
 def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
           augment, progress=gr.Progress()):
     """Train in a worker thread; stream progress, the epoch table and the loss chart."""
@@ -110,11 +110,11 @@ def stop(cancel):
     return "Stopping at the end of this batch; the last complete epoch is kept…"
 
 
-@ui_errors
+@ui_errors(say=2, of=3)
 def find_lr(name, backbone, size, batch_size, augment, valid_share):
     fig, suggestion = train.lr_find(Store.open(name), backbone, dataset=name, size=int(size) if size else None,
                                     batch_size=int(batch_size), augment=augment, valid_share=float(valid_share))
-    return fig, f"{suggestion:.2e}"
+    return fig, f"{suggestion:.2e}", f"Suggested learning rate: **{suggestion:.2e}** (put in Learning rate)."
 
 
 @ui_errors
@@ -159,6 +159,7 @@ def build(bar) -> None:
             lr_btn = gr.Button("Find learning rate", elem_id="lr-find")
             image_index = gr.Number(0, label="Preview image #", precision=0, minimum=0, maximum=1_000_000)
             preview_btn = gr.Button("Preview augmentation", elem_id="aug-preview")
+        lr_status = gr.Markdown(elem_id="lr-status")
         with gr.Row():
             lr_plot = gr.Plot(label="Loss vs learning rate")
             aug_plot = gr.Plot(label="Augmented samples", elem_id="aug-plot")
@@ -170,7 +171,7 @@ def build(bar) -> None:
     bar.trainings.append(run)
     bar.model_lists.append(models)
     stop_btn.click(stop, cancel, status, api_name="stop_train", queue=False)
-    lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr],
+    lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr, lr_status],
                  api_name="lr_find", concurrency_id="train")
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
 
