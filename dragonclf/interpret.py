@@ -209,5 +209,13 @@ def plot_history(history: list[dict]):
     ax.plot(ep, [h.get("valid_loss") for h in history], marker="o", label="valid loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
+    # from zero, with room above: one epoch's point would otherwise get an axis from 0.96 to 1.04
+    top = max((v for h in history for v in (h.get("train_loss"), h.get("valid_loss")) if v is not None), default=1)
+    ax.set_ylim(0, top * 1.15)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+    if ep:
+        ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
     ax.legend()
     return fig

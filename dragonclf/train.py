@@ -225,6 +225,9 @@ def _report_callback_class():
         def before_batch(self):
             self._check_cancel()
 
+        def before_epoch(self):
+            self.state["epoch_started"] = time.monotonic()
+
         def after_batch(self):
             s = self.state
             s["done"] += 1
@@ -239,7 +242,8 @@ def _report_callback_class():
             s = self.state
             names = [n for n in self.recorder.metric_names[1:-1]]  # drop "epoch" and "time"
             vals = self.recorder.values[-1] if self.recorder.values else []
-            row = {"epoch": s["epoch"] + 1, "phase": s["phase"]}
+            row = {"epoch": s["epoch"] + 1, "phase": s["phase"],
+                   "time": round(time.monotonic() - s.get("epoch_started", time.monotonic()), 1)}
             row.update({n: (float(v) if v is not None else None) for n, v in zip(names, vals)})
             s["history"].append(row)
             s["epoch"] += 1

@@ -8,6 +8,7 @@ test ended are kept in test-artifacts/newcomer/.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -144,3 +145,42 @@ def test_an_error_is_one_message_by_its_action_and_leaves_inputs_usable(page):
     assert error_badges(page) == 0
     page.fill("#train-lr textarea, #train-lr input", "1e-3")  # still usable, nothing on top of it
     page.click("#train-lr textarea, #train-lr input")
+
+
+def test_training_display_rounds_losses_keeps_time_and_says_when_nothing_runs(page, home, photo_files, app_url):
+    share_weights(home)
+    small_dataset("pets", photo_files)
+    select_dataset(page, "pets")
+    open_tab(page, "Train")
+    page.click("#train-stop")
+    page.wait_for_selector("#train-stop-message:has-text('Nothing is training')")
+    page.get_by_text("Fine-tune (fastai)").click()
+    page.fill("#train-epochs input", "1")
+    page.click("#train-mode")  # leave the box
+    page.click("#train-more-settings >> text=More settings")
+    page.fill("#train-size input", "64")
+    page.fill("#train-batch-size input", "8")
+    page.click("#train-mode")
+    page.click("#train-start")
+    page.wait_for_selector("#train-status:has-text('Done'):has-text('finetune model')", timeout=180_000)
+    header = page.inner_text("#train-epochs-table thead")
+    assert "time" in header, header
+    body = page.inner_text("#train-epochs-table").split("time", 1)[-1]  # the rows, after the header
+    numbers = re.findall(r"\d+\.\d+", body)
+    assert numbers and all(len(n.split(".")[1]) <= 4 for n in numbers), body  # 0.2622, not 0.2621680200099945
+    assert re.search(r"\b\d+:\d\d\b", body), body  # the epoch's time, m:ss
+    # the progress bar is drawn once, over the status, not over the table and plot too
+    import urllib.request
+
+    config = json.loads(urllib.request.urlopen(app_url + "config").read())
+    status_id = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "train-status")
+    (train,) = [d for d in config["dependencies"] if d.get("api_name") == "train"]
+    assert train["show_progress_on"] == [status_id]
+
+
+def test_a_one_epoch_loss_plot_has_an_axis_from_zero():
+    from dragonclf.interpret import plot_history
+
+    fig = plot_history([{"epoch": 1, "train_loss": 1.0, "valid_loss": 0.8}])
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0 and 1.0 < high < 1.5

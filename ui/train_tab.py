@@ -81,8 +81,12 @@ def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminat
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    return df[[c for c in EPOCH_COLUMNS if c in df.columns]] if not df.empty else pd.DataFrame(columns=EPOCH_COLUMNS)
+    """The epoch rows as people read them: four decimals, the time as m:ss, every column always there."""
+    df = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
+    for c in ("train_loss", "valid_loss", "accuracy", "error_rate"):
+        df[c] = df[c].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}")
+    df["time"] = df["time"].map(lambda s: "" if s is None or pd.isna(s) else f"{int(s) // 60}:{int(s) % 60:02d}")
+    return df
 
 
 def _result_text(r) -> str:
@@ -105,8 +109,10 @@ def _result_text(r) -> str:
 
 
 def stop(cancel):
-    if cancel is not None:
-        cancel.set()
+    """Stop a running training; with none running, say so (the status keeps the last result)."""
+    if cancel is None or cancel.is_set():
+        return "Nothing is training right now."
+    cancel.set()
     return "Stopping at the end of this batch; the last complete epoch is kept…"
 
 
@@ -136,19 +142,22 @@ def build(bar) -> None:
                 epochs = gr.Number(defaults["epochs"], label="Epochs", precision=0, minimum=1, maximum=100,
                                    elem_id="train-epochs")
                 lr = gr.Textbox("", label="Learning rate", placeholder="auto", elem_id="train-lr")
-            with gr.Accordion("More settings", open=False):
+            with gr.Accordion("More settings", open=False, elem_id="train-more-settings"):
                 freeze_epochs = gr.Number(None, label="Frozen epochs first (empty: automatic)", precision=0,
                                           minimum=0, maximum=100)
                 schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
                                     value="one_cycle", label="Schedule")
                 discriminative = gr.Checkbox(True, label="Discriminative learning rates (body slower than head)")
-                size = gr.Number(defaults["size"], label="Image size (px)", precision=0, minimum=32, maximum=512)
-                batch_size = gr.Number(defaults["batch_size"], label="Batch size", precision=0, minimum=1, maximum=512)
+                size = gr.Number(defaults["size"], label="Image size (px)", precision=0, minimum=32, maximum=512,
+                                 elem_id="train-size")
+                batch_size = gr.Number(defaults["batch_size"], label="Batch size", precision=0, minimum=1, maximum=512,
+                                       elem_id="train-batch-size")
                 valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
             augment = gr.Dropdown(list(AUGMENTS), value="default", label="Augmentation")
             with gr.Row():
                 start_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+            stop_message = gr.Markdown(elem_id="train-stop-message")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="train-status")
             table = gr.Dataframe(headers=EPOCH_COLUMNS, label="Epochs", interactive=False, elem_id="train-epochs-table")
@@ -167,10 +176,11 @@ def build(bar) -> None:
     inputs = [bar.dataset, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size,
               valid_share, augment]
     run = start_btn.click(start, inputs, [cancel, status, table, chart, models], api_name="train",
-                          concurrency_limit=2, concurrency_id="train")
+                          concurrency_limit=2, concurrency_id="train", show_progress_on=status)
     bar.trainings.append(run)
     bar.model_lists.append(models)
-    stop_btn.click(stop, cancel, status, api_name="stop_train", queue=False)
+    stop_btn.click(stop, cancel, stop_message, api_name="stop_train", queue=False)
+    start_btn.click(lambda: "", None, stop_message, queue=False, api_visibility="private")
     lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr, lr_status],
                  api_name="lr_find", concurrency_id="train")
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
