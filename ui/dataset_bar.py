@@ -32,7 +32,7 @@ def counts_markdown(name: str) -> str:
     return f"{total} images: {rows}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-@ui_errors(say=0, of=3)
+@ui_errors(say=0, of=5)
 def refresh(name: str):
     """Counts, label choices and the first page of the first label's gallery for dataset `name`."""
     labels = [lab.display for lab in Store.open(name).labels()] if name else []
