@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from dragonclf.errors import DragonError
+from dragonclf.layout import fsync_dir
 from dragonclf.names import NameClash
 
 TRASH = ".trash"
@@ -158,39 +159,53 @@ class Journal:
         return [dict(r) for r in rows]
 
     def empty_trash(self) -> int:
-        """Delete trashed images for good: the only way files ever leave the store."""
-        with self._tx() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM images WHERE status='trashed'")]
+        """Delete trashed images for good: the only way files ever leave the store.
+
+        The rows go first, then the files (fsynced). A crash in between leaves trash files that no row
+        names; the next open deletes them (`recover`), so nothing emptied ever comes back.
+        """
+        with self._files():
+            with self._tx() as db:
+                ids = [r[0] for r in db.execute("SELECT id FROM images WHERE status='trashed'")]
+                for image_id in ids:
+                    db.execute("DELETE FROM images WHERE id=?", (image_id,))
+                    db.execute("DELETE FROM journal WHERE image_id=?", (image_id,))
+                    db.execute("DELETE FROM near_dups WHERE a=? OR b=?", (image_id, image_id))
+                    db.execute("DELETE FROM conflicts WHERE image_id=?", (image_id,))
             for image_id in ids:
-                db.execute("DELETE FROM images WHERE id=?", (image_id,))
-                db.execute("DELETE FROM journal WHERE image_id=?", (image_id,))
-                db.execute("DELETE FROM near_dups WHERE a=? OR b=?", (image_id, image_id))
-                db.execute("DELETE FROM conflicts WHERE image_id=?", (image_id,))
-        for image_id in ids:
-            p = self.root / TRASH / f"{image_id}.jpg"
-            if p.exists():
-                p.unlink()
+                (self.root / TRASH / f"{image_id}.jpg").unlink(missing_ok=True)
+            if ids and (self.root / TRASH).is_dir():
+                fsync_dir(self.root / TRASH)
         return len(ids)
 
     # ---- files vs manifest -------------------------------------------------------
     def _sync_files(self, ids: list[str] | None = None) -> list[str]:
-        """Move files to where the manifest says they belong; return ids whose file is nowhere."""
+        """Move files to where the manifest says they belong; return ids whose file is nowhere.
+
+        Runs under the files lock, so no other process moves a file meanwhile: a file is
+        always where one of the candidates says, never "nowhere" in between.
+        """
         if ids is not None and not ids:
             return []
-        sql = "SELECT id, folder, status FROM images WHERE status IN ('active','trashed')"
-        rows = self._db.execute(sql).fetchall()
-        if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r["id"] in wanted]
-        lost = []
-        for r in rows:
-            target = self._path(r["id"], r["folder"], r["status"])
-            if target.exists():
-                continue
-            found = next((p for p in self._candidates(r["id"]) if p.exists()), None)
-            if found is None:
-                lost.append(r["id"])
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(found, target)
+        with self._files():
+            sql = "SELECT id, folder, status FROM images WHERE status IN ('active','trashed')"
+            rows = self._db.execute(sql).fetchall()
+            if ids is not None:
+                wanted = set(ids)
+                rows = [r for r in rows if r["id"] in wanted]
+            lost, touched = [], set()
+            for r in rows:
+                target = self._path(r["id"], r["folder"], r["status"])
+                if target.exists():
+                    continue
+                found = next((p for p in self._candidates(r["id"]) if p.exists()), None)
+                if found is None:
+                    lost.append(r["id"])
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(found, target)
+                touched |= {found.parent, target.parent}
+            for d in touched:
+                fsync_dir(d)
         return lost
+

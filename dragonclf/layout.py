@@ -26,3 +26,20 @@ def read_regular_file(path, max_bytes: int) -> bytes:
             return f.read(max_bytes + 1)
     except OSError as e:
         raise Refused("unreadable", f"could not read the file ({e.strerror or e})") from None
+
+
+def fsync_dir(path) -> None:
+    """Make a rename or unlink inside the folder `path` durable (its entry, not only the file's data)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path, data: bytes) -> None:
+    """Write `data` to `path` and fsync it."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

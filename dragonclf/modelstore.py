@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dragonclf import config
 from dragonclf.errors import DragonError
+from dragonclf.layout import fsync_dir, write_durably
 from dragonclf.names import check_dataset_name, check_model_id
 
 FORMAT = 1
@@ -62,7 +63,9 @@ def staging(dataset: str, model_id: str):
         yield tmp
         if not (tmp / "model.json").is_file():
             raise DragonError("internal: a model folder was finished without model.json")
+        _fsync_tree(tmp)  # every file and the folder itself are on disk before the folder is listed
         os.replace(tmp, parent / model_id)
+        fsync_dir(parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -113,10 +116,24 @@ def clean_stale_staging(dataset: str) -> list[str]:
     return removed
 
 
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif p.is_dir():
+            fsync_dir(p)
+    fsync_dir(folder)
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    write_durably(tmp, json.dumps(data, indent=2, ensure_ascii=False, default=str).encode())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def resolve(model, dataset: str | None = None) -> Path:

@@ -67,6 +67,14 @@ class Rescan:
         return n
 
     def rescan(self, repair: bool = True) -> dict:
+        """Compare folders with the manifest (see `_rescan`), under the files lock: safe during a collect or
+        import in this or another process, which never has a file in a label folder without its row."""
+        with self._files():
+            if repair:
+                self.recover()  # what killed writers left, first
+            return self._rescan(repair)
+
+    def _rescan(self, repair: bool) -> dict:
         """Compare folders with the manifest.
 
         Adopts image files a person dropped into a label folder (or a new folder,
@@ -102,6 +110,9 @@ class Rescan:
             if d.name in label_by_folder:
                 files = [p for p in files if not came_back(p, d.name, "active")]
             loose = [p for p in files if not (p.suffix == ".jpg" and p.stem in known)]
+            if loose:  # rows may have arrived since `known` was read (a row is committed before its file lands)
+                now_known = self._known_ids([p.stem for p in loose if p.suffix == ".jpg"])
+                loose = [p for p in loose if not (p.suffix == ".jpg" and p.stem in now_known)]
             if not loose:
                 continue
             report["unknown_files"] += [str(p.relative_to(self.root)) for p in loose]
@@ -156,6 +167,14 @@ class Rescan:
                         (batch, image_id, r["folder"], r["folder"], r["status"], time.time()),
                     )
         return report
+
+    def _known_ids(self, ids: list[str]) -> set[str]:
+        out = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            out |= {r[0] for r in self._db.execute(
+                f"SELECT id FROM images WHERE status != 'missing' AND id IN ({','.join('?' * len(chunk))})", chunk)}
+        return out
 
     def check(self, repair: bool = False) -> dict:
         """Report (or, with repair, fix) drift between folders and manifest."""

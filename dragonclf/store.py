@@ -20,12 +20,10 @@ Rules that keep it safe:
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sqlite3
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +36,10 @@ from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
+from dragonclf.store_files import StoreFiles
 from dragonclf.store_queries import PAGE_INDEXES, Page, Queries  # noqa: F401 - Page re-exported
 
 MANIFEST = "manifest.sqlite"
-TMP = ".tmp"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels(
@@ -50,7 +48,7 @@ CREATE TABLE IF NOT EXISTS images(
     id TEXT PRIMARY KEY, sha256 TEXT, pixel_sha TEXT, phash TEXT, width INT, height INT,
     folder TEXT NOT NULL, status TEXT NOT NULL, split_key REAL NOT NULL, kept INT NOT NULL DEFAULT 0,
     origin TEXT, source TEXT, query TEXT, engine TEXT, image_url TEXT, page_url TEXT,
-    title TEXT, license TEXT, added_at REAL);
+    title TEXT, license TEXT, added_at REAL, writer TEXT);
 CREATE INDEX IF NOT EXISTS images_folder ON images(folder, status);
 CREATE INDEX IF NOT EXISTS images_phash_b0 ON images(substr(phash, 1, 4));
 CREATE INDEX IF NOT EXISTS images_phash_b1 ON images(substr(phash, 5, 4));
@@ -135,22 +133,46 @@ def close_all(under: Path | None = None) -> None:
         s.close()
 
 
-class Store(Journal, Rescan, Queries):
-    """One dataset: its folders and its manifest. Safe to share between threads."""
+class Store(Journal, Rescan, Queries, StoreFiles):
+    """One dataset: its folders and its manifest. Safe to share between threads and processes.
+
+    Each thread reads through its own SQLite connection (WAL: a read sees only
+    committed rows, never another thread's open transaction); writes queue on
+    the store's lock and SQLite's (BEGIN IMMEDIATE, 30 s busy timeout).
+    """
 
     def __init__(self, root: Path, name: str):
         self.root = root
         self.name = name
         self.db_path = root / MANIFEST
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA + PAGE_INDEXES)
-        if "actor" not in {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}:  # manifests before 'actor'
-            self._db.execute("ALTER TABLE journal ADD COLUMN actor TEXT")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._closed = False
+        self._init_files()
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA + PAGE_INDEXES)
+        if "actor" not in {r[1] for r in db.execute("PRAGMA table_info(journal)")}:  # manifests before 'actor'
+            db.execute("ALTER TABLE journal ADD COLUMN actor TEXT")
+        if "writer" not in {r[1] for r in db.execute("PRAGMA table_info(images)")}:  # manifests before writer folders
+            db.execute("ALTER TABLE images ADD COLUMN writer TEXT")
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection to the manifest."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            if self._closed:
+                raise DragonError(f"dataset {self.name!r} was closed")
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._lock:
+                self._conns.append(db)
+        return db
 
     # ---- opening -----------------------------------------------------------------
     @classmethod
@@ -173,7 +195,7 @@ class Store(Journal, Rescan, Queries):
                     raise DragonError(f"no dataset named {name!r} (datasets: {known}); create it first")
                 root.mkdir(parents=True, exist_ok=True)
             store = cls(root, name)
-            store._recover()
+            store.recover(wait=False)
             if fresh:
                 store.restore_manifest_csv()  # bundled datasets ship a CSV manifest
                 store.rescan()
@@ -181,11 +203,16 @@ class Store(Journal, Rescan, Queries):
             return store
 
     def close(self) -> None:
-        """Close this store's connection; `Store.open` then opens a fresh one (another instance is left open)."""
+        """Close this store's connections; `Store.open` then opens a fresh one (another instance is left open)."""
         with _open_lock:
             if _open_stores.get(self.root) is self:
                 del _open_stores[self.root]
-        self._db.close()
+        with self._lock:
+            self._closed = True
+            for db in self._conns:
+                db.close()
+            self._conns.clear()
+            self._close_files()
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the manifest file (so a plain copy of the file holds every row)."""
@@ -203,20 +230,6 @@ class Store(Journal, Rescan, Queries):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-
-    def _recover(self) -> None:
-        """Finish or roll back what a crash interrupted."""
-        with self._tx() as db:
-            pending = [r["id"] for r in db.execute("SELECT id FROM images WHERE status='pending'")]
-            for image_id in pending:
-                for p in self._candidates(image_id):
-                    if p.exists():
-                        p.unlink()  # an unfinished add: the file never became part of the store
-                db.execute("DELETE FROM images WHERE id=?", (image_id,))
-        tmp = self.root / TMP
-        if tmp.is_dir():
-            shutil.rmtree(tmp)  # only partial writes live here
-        self._sync_files()
 
     # ---- labels ------------------------------------------------------------------
     def labels(self) -> list[Label]:
@@ -330,7 +343,7 @@ class Store(Journal, Rescan, Queries):
                     )
                 stored_as = self._display(row["folder"])
                 return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes, stored)
-            tmp = self._write_tmp(norm)
+            tmp = self._write_tmp(norm)  # durable in this writer's own folder before any row names it
             sha256 = hashlib.sha256(norm.jpeg).hexdigest()
             near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
             now = time.time()
@@ -339,16 +352,15 @@ class Store(Journal, Rescan, Queries):
                 split_key = near[0][2] if near else _spread_key(db, lab.folder)
                 db.execute(
                     "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
-                    " origin, source, query, engine, image_url, page_url, title, license, added_at)"
-                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?)",
+                    " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
+                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
                     (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
-                     *[prov[k] for k in PROVENANCE_KEYS], now),
+                     *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
                 )
             final = self._path(image_id, lab.folder, "active")
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            with self._tx() as db:
-                db.execute("UPDATE images SET status='active' WHERE id=?", (image_id,))
+            with self._files(), self._tx() as db:
+                self._place(tmp, final)  # renamed and its folder fsynced before the row says "active"
+                db.execute("UPDATE images SET status='active', writer=NULL WHERE id=?", (image_id,))
                 for other, dist, _ in near:
                     a, b = sorted((image_id, other))
                     db.execute("INSERT OR IGNORE INTO near_dups VALUES (?,?,?)", (a, b, dist))
@@ -360,16 +372,6 @@ class Store(Journal, Rescan, Queries):
                 )
             return IngestResult("added", image_id, None, None, notes, final)
 
-    def _write_tmp(self, norm) -> Path:
-        tmp_dir = self.root / TMP
-        tmp_dir.mkdir(exist_ok=True)
-        tmp = tmp_dir / f"{norm.image_id}.{uuid.uuid4().hex[:8]}.part"
-        with open(tmp, "wb") as f:
-            f.write(norm.jpeg)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
-
     def _bring_back(self, norm, lab: Label, was_in: str, notes: tuple) -> IngestResult:
         """The picture of a row marked missing (its file removed by hand) arrives again: store it again.
 
@@ -380,9 +382,8 @@ class Store(Journal, Rescan, Queries):
         image_id = norm.image_id
         tmp = self._write_tmp(norm)
         final = self._path(image_id, lab.folder, "active")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-        with self._tx() as db:
+        with self._files(), self._tx() as db:
+            self._place(tmp, final)
             db.execute("UPDATE images SET folder=?, status='active', sha256=? WHERE id=?",
                        (lab.folder, hashlib.sha256(norm.jpeg).hexdigest(), image_id))
             db.execute(

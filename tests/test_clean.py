@@ -265,7 +265,7 @@ def test_a_process_killed_in_the_middle_of_a_bulk_move_loses_no_image(small, hom
                 os._exit(9)  # killed after two of the four files moved
             real(a, b)
         s = m.Store.open("small")
-        m.os.replace = dying_replace
+        os.replace = dying_replace
         clean.decide(s, {ids!r}, "trash")
     """)
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)})

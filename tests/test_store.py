@@ -1,5 +1,6 @@
 """The dataset store: manifest + folders, journal, undo/redo, rescan, crash recovery."""
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -348,7 +349,7 @@ def test_crash_in_the_middle_of_a_bulk_move_is_finished_on_next_open(store, home
                 os._exit(9)  # killed mid-move
             real(a, b)
         s = m.Store.open("pets")
-        m.os.replace = dying_replace
+        os.replace = dying_replace
         s.relabel({ids!r}, "tools")
     """)
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)})
@@ -359,24 +360,30 @@ def test_crash_in_the_middle_of_a_bulk_move_is_finished_on_next_open(store, home
     assert reopened.check()["ok"] and len(reopened.images()) == 10
 
 
-def test_crash_during_an_add_leaves_no_row_and_no_file(store, home, photo_files):
+def test_crash_during_an_add_leaves_the_picture_whole_or_absent(store, home, photo_files):
+    """Killed before its rename: the temp file was complete and its row committed, so recovery adopts it."""
     data = photo_files["monuments"][0].read_bytes()
     code = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
         from dragonclf import store as m
         s = m.Store.open("pets")
+        real = os.replace
         def die(a, b):
-            os._exit(9)
-        m.os.replace = die
+            if str(b).endswith(".jpg"):
+                os._exit(9)  # killed just before the picture's rename
+            real(a, b)
+        os.replace = die
         s.ingest(open({str(photo_files['monuments'][0])!r}, 'rb').read(), "tools")
     """)
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)}).returncode == 9
     store.close()
     s = Store.open("pets")
-    assert len(s.images(status=None)) == 10 and not (s.root / ".tmp").exists()
+    assert len(s.images(status=None)) == 11 and not list((s.root / ".tmp").iterdir())
+    adopted = s.images(label="tools")[-1]
+    assert hashlib.sha256(adopted.path.read_bytes()).hexdigest() == adopted.sha256
     assert s.check()["ok"]
-    assert s.ingest(data, "tools").outcome == "added"  # and it can be added again
+    assert s.ingest(data, "tools").outcome == "duplicate"  # stored once, not twice
 
 
 def test_keep_marks_are_journalled(store):
