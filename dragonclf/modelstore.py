@@ -10,6 +10,7 @@ never leaves a half-written model where `list_models` looks.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -60,7 +61,13 @@ def staging(dataset: str, model_id: str):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh, unique file: nobody else holds it
         tmp.mkdir()
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DragonError(f"The disk holding the models of {dataset!r} is full: the model was not saved "
+                              "(nothing else was changed). Free some space and train again.") from None
         if not (tmp / "model.json").is_file():
             raise DragonError("internal: a model folder was finished without model.json")
         _fsync_tree(tmp)  # every file and the folder itself are on disk before the folder is listed

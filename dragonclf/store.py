@@ -317,60 +317,71 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         return self.ingest(data, label, provenance, cfg)
 
     def _store(self, norm, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
+        with self._lock, self._disk_full_is_a_message():
+            try:
+                return self._store_locked(norm, lab, provenance, cfg)
+            except BaseException:
+                self._forget_own_pending(norm.image_id)  # a failed add leaves nothing (a live writer is never recovered)
+                raise
+
+    def _store_locked(self, norm, lab: Label, provenance: dict, cfg: IngestConfig) -> IngestResult:
         image_id = norm.image_id
         notes = tuple(norm.notes)
         prov = {k: (None if provenance.get(k) is None else str(provenance.get(k))) for k in PROVENANCE_KEYS}
-        with self._lock:
-            row = self._db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
-            if row is not None and row["status"] == "missing":
-                return self._bring_back(norm, lab, row["folder"], notes)
-            if row is not None:
-                stored = self._path(image_id, row["folder"], row["status"])
-                if row["folder"] == lab.folder:
-                    where = " (in the trash)" if row["status"] == "trashed" else ""
-                    return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes, stored)
-                if row["status"] == "trashed":
-                    # Someone already put this picture in the trash: a duplicate of that decision,
-                    # not a conflict (the Clean tab lists conflicts between active images only).
-                    return IngestResult(
-                        "duplicate", image_id, "duplicate",
-                        f"already stored under {self._display(row['folder'])!r}, in the trash; restore it to use it", notes,
-                        stored,
-                    )
-                with self._tx() as db:
-                    db.execute(
-                        "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)", (image_id, lab.folder, prov["source"], time.time())
-                    )
-                stored_as = self._display(row["folder"])
-                return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes, stored)
-            tmp = self._write_tmp(norm)  # durable in this writer's own folder before any row names it
-            sha256 = hashlib.sha256(norm.jpeg).hexdigest()
-            near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
-            now = time.time()
+        row = self._db.execute("SELECT folder, status FROM images WHERE id=?", (image_id,)).fetchone()
+        if row is not None and row["status"] == "pending":
+            stored = self._path(image_id, row["folder"], "active")
+            return IngestResult("duplicate", image_id, "duplicate", "being stored by another process right now",
+                                notes, stored)
+        if row is not None and row["status"] == "missing":
+            return self._bring_back(norm, lab, row["folder"], notes)
+        if row is not None:
+            stored = self._path(image_id, row["folder"], row["status"])
+            if row["folder"] == lab.folder:
+                where = " (in the trash)" if row["status"] == "trashed" else ""
+                return IngestResult("duplicate", image_id, "duplicate", f"already stored{where}", notes, stored)
+            if row["status"] == "trashed":
+                # Someone already put this picture in the trash: a duplicate of that decision,
+                # not a conflict (the Clean tab lists conflicts between active images only).
+                return IngestResult(
+                    "duplicate", image_id, "duplicate",
+                    f"already stored under {self._display(row['folder'])!r}, in the trash; restore it to use it", notes,
+                    stored,
+                )
             with self._tx() as db:
-                # Near-duplicates stay on the same side of the validation split; others are spread per label.
-                split_key = near[0][2] if near else _spread_key(db, lab.folder)
                 db.execute(
-                    "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
-                    " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
-                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
-                    (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
-                     *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
+                    "INSERT OR IGNORE INTO conflicts VALUES (?,?,?,?)", (image_id, lab.folder, prov["source"], time.time())
                 )
-            final = self._path(image_id, lab.folder, "active")
-            with self._files(), self._tx() as db:
-                self._place(tmp, final)  # renamed and its folder fsynced before the row says "active"
-                db.execute("UPDATE images SET status='active', writer=NULL WHERE id=?", (image_id,))
-                for other, dist, _ in near:
-                    a, b = sorted((image_id, other))
-                    db.execute("INSERT OR IGNORE INTO near_dups VALUES (?,?,?)", (a, b, dist))
-                batch = self._next_batch(db)
-                db.execute(
-                    "INSERT INTO journal(batch, image_id, action, after_folder, after_status, after_kept, at)"
-                    " VALUES (?,?,'add',?,'active',0,?)",
-                    (batch, image_id, lab.folder, now),
-                )
-            return IngestResult("added", image_id, None, None, notes, final)
+            stored_as = self._display(row["folder"])
+            return IngestResult("conflict", image_id, "conflict", f"already stored under {stored_as!r}", notes, stored)
+        tmp = self._write_tmp(norm)  # durable in this writer's own folder before any row names it
+        sha256 = hashlib.sha256(norm.jpeg).hexdigest()
+        near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
+        now = time.time()
+        with self._tx() as db:
+            # Near-duplicates stay on the same side of the validation split; others are spread per label.
+            split_key = near[0][2] if near else _spread_key(db, lab.folder)
+            db.execute(
+                "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
+                " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
+                " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
+                (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
+                 *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
+            )
+        final = self._path(image_id, lab.folder, "active")
+        with self._files(), self._tx() as db:
+            self._place(tmp, final)  # renamed and its folder fsynced before the row says "active"
+            db.execute("UPDATE images SET status='active', writer=NULL WHERE id=?", (image_id,))
+            for other, dist, _ in near:
+                a, b = sorted((image_id, other))
+                db.execute("INSERT OR IGNORE INTO near_dups VALUES (?,?,?)", (a, b, dist))
+            batch = self._next_batch(db)
+            db.execute(
+                "INSERT INTO journal(batch, image_id, action, after_folder, after_status, after_kept, at)"
+                " VALUES (?,?,'add',?,'active',0,?)",
+                (batch, image_id, lab.folder, now),
+            )
+        return IngestResult("added", image_id, None, None, notes, final)
 
     def _bring_back(self, norm, lab: Label, was_in: str, notes: tuple) -> IngestResult:
         """The picture of a row marked missing (its file removed by hand) arrives again: store it again.

@@ -22,22 +22,29 @@ A part of `Store` (mixed in). The rules:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from dragonclf.errors import DragonError
 from dragonclf.journal import TRASH
 from dragonclf.layout import fsync_dir, write_durably
 
 TMP = ".tmp"
 FILES_LOCK = ".files.lock"
 log = logging.getLogger(__name__)
+
+
+class DiskFull(DragonError):
+    """No space left where the dataset lives."""
 
 
 def _sha256(path: Path) -> str | None:
@@ -104,8 +111,39 @@ class StoreFiles:
 
     def _write_tmp(self, norm) -> Path:
         tmp = self._writer_dir() / f"{norm.image_id}.{uuid.uuid4().hex[:8]}.part"
-        write_durably(tmp, norm.jpeg)
+        try:
+            write_durably(tmp, norm.jpeg)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
+
+    def _forget_own_pending(self, image_id: str) -> None:
+        """Undo this writer's unfinished add of `image_id` (its pending row and temp files), best effort."""
+        try:
+            if self._writer is not None:
+                with self._tx() as db:
+                    db.execute("DELETE FROM images WHERE id=? AND status='pending' AND writer=?", (image_id, self._writer))
+                for part in self._writer_dir().glob(f"{image_id}.*.part"):
+                    part.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):
+            pass  # the disk is still full: the row stays pending, and recovery finishes it after this process
+
+    @contextmanager
+    def _disk_full_is_a_message(self):
+        """No space left (the file system or SQLite says so) -> DiskFull, a message; anything else as is."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFull(f"the disk holding dataset {self.name!r} is full; nothing more was stored. "
+                           "Free some space and try again: what is stored is intact") from None
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e):
+                raise
+            raise DiskFull(f"the disk holding dataset {self.name!r} is full (the manifest cannot grow); "
+                           "free some space and try again: what is stored is intact") from None
 
     def _place(self, tmp: Path, final: Path) -> None:
         """Rename a durable temp file into place and make the rename durable (call under `_files`)."""
