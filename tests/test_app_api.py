@@ -35,8 +35,8 @@ def test_train_evaluate_predict_export(client, trained, photo_files, tmp_path):
     assert {row[0] for row in per_class["data"]} == {"fishes", "monuments", "renewable", "tools"}
 
     photo = photo_files["tools"][-1]
-    label = client.predict(handle_file(str(photo)), "demo", trained["id"], 3, api_name="/predict")
-    assert label["label"] == "tools"
+    label, answered = client.predict(handle_file(str(photo)), "demo", trained["id"], 3, 0, api_name="/predict")
+    assert label["label"] == "tools" and trained["id"] in answered
     assert len(label["confidences"]) == 3
     assert abs(sum(c["confidence"] for c in label["confidences"])) <= 1.0 + 1e-6
 
@@ -49,10 +49,10 @@ def test_predict_bad_inputs_are_clear_messages(client, trained, tmp_path):
     from PIL import Image
 
     Image.new("L", (300, 200), 128).save(gray)
-    assert client.predict(handle_file(str(gray)), "demo", "", 2, api_name="/predict")["label"]
+    assert client.predict(handle_file(str(gray)), "demo", "", 2, 0, api_name="/predict")[0]["label"]
     tiny = tmp_path / "tiny.jpg"
     tiny.write_bytes(jpeg_bytes(size=(4, 4)))
-    assert client.predict(handle_file(str(tiny)), "demo", "", 2, api_name="/predict")["label"]
+    assert client.predict(handle_file(str(tiny)), "demo", "", 2, 0, api_name="/predict")[0]["label"]
     with pytest.raises(AppError, match="no trained model|not .*trained|Train"):
         Store.open("empty", create=True)
         client.predict(handle_file(str(gray)), "empty", "", 2, api_name="/predict")
@@ -75,7 +75,7 @@ def test_predict_refuses_non_images_and_huge_images_with_a_message(client, train
     from PIL import Image
 
     Image.new("P", (200, 200), 3).save(palette)
-    assert client.predict(handle_file(str(palette)), "demo", "", 2, api_name="/predict")["label"]
+    assert client.predict(handle_file(str(palette)), "demo", "", 2, 0, api_name="/predict")[0]["label"]
 
 
 def test_training_an_empty_dataset_is_a_clear_message(client):

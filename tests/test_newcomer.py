@@ -184,3 +184,21 @@ def test_a_one_epoch_loss_plot_has_an_axis_from_zero():
     fig = plot_history([{"epoch": 1, "train_loss": 1.0, "valid_loss": 0.8}])
     low, high = fig.axes[0].get_ylim()
     assert low == 0 and 1.0 < high < 1.5
+
+
+def test_predict_names_its_model_and_says_not_sure_below_the_threshold(page, trained_models, photo_files):
+    model = install_model_for("demo", trained_models["quick"].model_dir)
+    reload(page)
+    open_tab(page, "Predict")
+    page.wait_for_function(f"document.querySelector('#predict-model input').value.includes('{model}')")
+    # a fish photo with no threshold: its class, and which model said so
+    page.fill("#predict-threshold input[type=number]", "0")
+    page.keyboard.press("Tab")
+    page.set_input_files("#predict-image input[type=file]", str(photo_files["fishes"][-1]))
+    page.wait_for_selector(f"#predict-answered:has-text('{model}')")
+    assert "not sure" not in page.inner_text("#predict-label").lower()
+    # raise the threshold past any guess: the same picture is now "not sure", with the guesses in words
+    page.fill("#predict-threshold input[type=number]", "1")
+    page.keyboard.press("Tab")
+    page.wait_for_selector("#predict-label:has-text('not sure')")
+    assert "below the 100% threshold" in page.inner_text("#predict-answered")

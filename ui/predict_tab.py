@@ -59,12 +59,29 @@ def predictor(dataset: str, model: str | None) -> Predictor:
     return p
 
 
-@ui_errors
-def predict(image: str | None, dataset: str, model: str | None = None, top_k: int = 5) -> dict[str, float]:
-    """Probabilities for one image (a file path from gr.Image)."""
+NOT_SURE = "not sure"
+
+
+@ui_errors(say=1, of=2)
+def predict(image: str | None, dataset: str, model: str | None = None, top_k: int = 5, threshold: float = 0.5):
+    """Probabilities for one image (a file path from gr.Image), and which model answered.
+
+    Below `threshold` the headline is "not sure": a picture of none of the classes still gets
+    probabilities that add up to one, and its best guess should not look like an answer.
+    """
     if not image:
         raise gr.Error("Upload, paste or take a picture first.")
-    return predictor(dataset, model).predict_image(image, top_k=int(top_k) or None)
+    p = predictor(dataset, model)
+    probs = p.predict_image(image, top_k=int(top_k) or None)
+    best, score = next(iter(probs.items()))
+    threshold = float(threshold or 0)
+    answered = f"Answered by `{p.model_dir.name}` ({p.meta.get('mode', '?')}, {p.meta.get('backbone', '?')})."
+    if score < threshold:
+        guesses = ", ".join(f"{k} {v:.1%}" for k, v in probs.items())
+        answered += (f"\n\n**Not sure**: the best guess is below the {threshold:.0%} threshold, so the picture may "
+                     f"show none of these classes. Guesses: {guesses}.")
+        return NOT_SURE, answered
+    return probs, answered
 
 
 @ui_errors
@@ -105,8 +122,11 @@ def build(bar) -> None:
     with gr.Row():
         image = picture_input(sources=["upload", "webcam", "clipboard"], label="Picture", elem_id="predict-image")
         with gr.Column():
-            top_k = gr.Slider(1, 10, value=5, step=1, label="Show top")
+            with gr.Row():
+                top_k = gr.Slider(1, 10, value=5, step=1, label="Show top")
+                threshold = gr.Slider(0, 1, value=0.5, step=0.05, label="Not sure below", elem_id="predict-threshold")
             result = gr.Label(num_top_classes=10, label="Prediction", elem_id="predict-label")
+            answered = gr.Markdown(elem_id="predict-answered")
     with gr.Accordion("Many pictures at once", open=False):
         files = gr.File(file_count="multiple", file_types=["image"], label="Images")
         batch_btn = gr.Button("Predict all")
@@ -118,8 +138,10 @@ def build(bar) -> None:
             export_btn = gr.Button("Export", elem_id="export-model")
         download = gr.File(label="Download", elem_id="export-file")
 
-    image.change(predict, [image, bar.dataset, model, top_k], result, api_name="predict",
+    image.change(predict, [image, bar.dataset, model, top_k, threshold], [result, answered], api_name="predict",
                  concurrency_limit=8, concurrency_id="predict", show_progress="minimal")
+    threshold.change(lambda img, *rest: predict(img, *rest) if img else (gr.skip(), gr.skip()), [image, bar.dataset, model, top_k, threshold], [result, answered],
+                     api_visibility="private", concurrency_id="predict", show_progress="minimal")
     batch_btn.click(predict_batch, [files, bar.dataset, model], table, api_name="predict_batch",
                     concurrency_id="predict")
     export_btn.click(export, [bar.dataset, model, fmt], download, api_name="export_model")
