@@ -10,10 +10,11 @@ and benchmarked without a store.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
 
 
@@ -37,9 +38,9 @@ def file_sha256(path) -> str:
 def collect(store_or_rows, dataset: str | None = None, valid_share: float | None = None) -> tuple[str, list[Item]]:
     """(dataset name, items) for the active images.
 
-    `valid_share` re-splits rows that carry a `split_key` (the store's fixed
-    per-image key; near-duplicates share one, so they stay on one side);
-    otherwise each row's own `split` is used.
+    Rows that carry a `split_key` (the store's fixed per-image key; near-duplicates
+    share one, so they stay on one side) are split per label by `valid_share` (the
+    store's default when None): see `stratified_split`. Other rows keep their own `split`.
     """
     if hasattr(store_or_rows, "images"):
         name = dataset or store_or_rows.name
@@ -47,8 +48,11 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
     else:
         name = dataset or "adhoc"
         rows = list(store_or_rows)
+    keyed = [r for r in rows if not isinstance(r, (tuple, list)) and getattr(r, "split_key", None) is not None]
+    share = IngestConfig.valid_share if valid_share is None else valid_share
+    valid_ids = stratified_split(keyed, share) if keyed else set()
     items = []
-    for i, r in enumerate(rows):
+    for r in rows:
         if isinstance(r, (tuple, list)):
             path, label = Path(r[0]), str(r[1])
             split = r[2] if len(r) > 2 else "train"
@@ -57,11 +61,32 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
             path, label = Path(r.path), str(r.label)
             split = getattr(r, "split", None) or "train"
             rid, sha = str(getattr(r, "id", path.stem)), getattr(r, "sha256", None)
-            key = getattr(r, "split_key", None)
-            if valid_share is not None and key is not None:
-                split = "valid" if key < valid_share else "train"
+            if getattr(r, "split_key", None) is not None:
+                split = "valid" if id(r) in valid_ids else "train"
         items.append(Item(rid, path, label, sha or file_sha256(path), split))
     return name, items
+
+
+def stratified_split(rows, share: float) -> set[int]:
+    """`id()`s of the rows in the validation split: in each label, the round(n * share) lowest keys.
+
+    A key below a fixed share is right only on average (a label of 28 could get 2 validation
+    images at 20%, or 9); ranking within each label gives every label its share to within one
+    picture, whatever was trashed or relabelled since. Rows sharing a key (near-duplicates) stay
+    on one side: a tie at the cut goes to training.
+    """
+    by_label: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_label[str(r.label)].append(r)
+    out: set[int] = set()
+    for group in by_label.values():
+        group.sort(key=lambda r: (r.split_key, str(getattr(r, "id", ""))))
+        cut = round(len(group) * share)
+        if cut <= 0:
+            continue
+        limit = group[cut].split_key if cut < len(group) else float("inf")
+        out.update(id(r) for r in group if r.split_key < limit)
+    return out
 
 
 def label_order(items: list[Item]) -> list[str]:

@@ -130,8 +130,11 @@ def _fill(state: dict, dataset: str, kind: str, progress=None) -> str:
     state["done"].setdefault(dataset, {})
     for s in items:  # a fresh pass supersedes earlier marks for these images
         state["done"][dataset].pop(s["id"], None)
-    if kind == "top_loss" and not items and clean.last_finetuned(dataset) is None:
-        notes.append("No fine-tuned model yet: train one in the Train tab to see its top losses.")
+    if kind == "top_loss" and not items:
+        model = clean.last_finetuned(dataset)
+        notes.append("No fine-tuned model yet: train one in the Train tab to see its top losses." if model is None
+                     else f"No top losses to review: the fine-tuned model {model['id']} gets every validation "
+                          "image right. (Evaluate's Top losses tab lists the highest losses even when right.)")
     return " ".join(notes)
 
 

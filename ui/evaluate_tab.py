@@ -30,10 +30,24 @@ def evaluate(name: str, model: str, tta: bool, progress=gr.Progress()):
     per_class = pd.DataFrame([{"class": k, **{c: round(v, 3) if isinstance(v, float) else v for c, v in s.items()}}
                               for k, s in m["per_class"].items()])
     numbers = pd.DataFrame(cm, index=ev.labels, columns=ev.labels).reset_index(names="actual \\ predicted")
-    confused = pd.DataFrame(interpret.most_confused(ev), columns=["actual", "predicted", "count"])
+    summary += "\n\n" + mistakes_note(ev)
+    confused_rows = interpret.most_confused(ev)
+    confused = gr.update(value=pd.DataFrame(confused_rows, columns=["actual", "predicted", "count"]),
+                         label="Most confused" if confused_rows else "Most confused: none, no mistakes")
+    wrong = interpret.samples(ev, correct=False, k=12)
     return (summary, interpret.plot_confusion_matrix(cm, ev.labels), numbers, per_class, confused,
             _gallery(interpret.top_losses(ev, 12)), _gallery(interpret.most_uncertain(ev, 12)),
-            _gallery(interpret.samples(ev, correct=False, k=12)), _gallery(interpret.samples(ev, correct=True, k=12)))
+            gr.update(value=_gallery(wrong), label="Wrong" if wrong else "Wrong: none, no mistakes"),
+            _gallery(interpret.samples(ev, correct=True, k=12)))
+
+
+def mistakes_note(ev) -> str:
+    """How many validation images are wrong, in words: the empty Wrong and Most confused views say it too."""
+    wrong = sum(a != p for a, p in zip(ev.actual, ev.predicted))
+    if not wrong:
+        return (f"**No mistakes**: all {len(ev.actual)} validation images are right. Top losses lists the least "
+                "confident right answers.")
+    return f"**{wrong} wrong** of {len(ev.actual)}: see Wrong and Most confused; Top losses puts them first."
 
 
 def build(bar) -> None:
@@ -54,7 +68,7 @@ def build(bar) -> None:
     with gr.Tab("Most uncertain"):
         uncertain = gr.Gallery(columns=6, height=320)
     with gr.Tab("Wrong"):
-        wrong = gr.Gallery(columns=6, height=320)
+        wrong = gr.Gallery(columns=6, height=320, label="Wrong", elem_id="eval-wrong")
     with gr.Tab("Right"):
         right = gr.Gallery(columns=6, height=320)
 
