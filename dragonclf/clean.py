@@ -193,7 +193,7 @@ def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds:
     from dragonclf.features import embed, out_of_fold_probs
 
     if repeats is None:
-        repeats = fold_repeats(len(store.images()))
+        repeats = fold_repeats(store.count())
     bodies = [backbone] + ([second] if second and second != backbone and _ready(second) else [])
     runs = [(b, seed) for b in bodies for seed in range(repeats)]
     oof = None
@@ -232,12 +232,15 @@ def mislabel_suspects(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, 
     oof = out_of_fold(store, backbone, progress=progress, cancel=cancel)
     given = np.array([oof.labels.index(g) for g in oof.given])
     issues = find_label_issues(oof.probs, given)
-    rows = {r.id: r for r in store.images()}
-    out = []
+    order = []
     for i in ranking(issues):
         # the rule's issues first; then images whose model prefers another label all the same
         if not (issues.flagged[i] or issues.score[i] > 0 or include_unflagged):
             break
+        order.append(i)
+    rows = store.images_by_id(oof.ids[i] for i in order)  # the suspects' rows, not every image's
+    out = []
+    for i in order:
         row = rows.get(oof.ids[i])
         if row is None or row.kept:
             continue

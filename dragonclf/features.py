@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from dragonclf import backbones, config, items as items_mod, modelstore
+from dragonclf import backbones, config, items as items_mod, modelstore, oof
 from dragonclf.errors import DragonError
 from dragonclf.preprocess import load_image, to_array
 
@@ -201,6 +201,8 @@ def head_module(name: str, head: LinearHead):
 
 # ---- out-of-fold probabilities (for Clean) ----------------------------------
 
+_warm: dict = {}  # (dataset, backbone, size, k, seed, C) -> oof.Warm: the last pass's heads, for the next
+
 @dataclass
 class OutOfFold:
     ids: list[str]  # image ids, in the order of the rows
@@ -234,6 +236,13 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
     X = embed(items, backbone, size=size, progress=progress, cancel=cancel)
     y = np.array([it.label for it in items])
     k = max(2, min(k, len(items)))
+    if len(items) >= oof.LARGE:  # folds by id, shared-weight solver, warm refits: minutes at 100,000 images
+        key = (name, backbone, size, k, seed, C)
+        probs, _warm[key] = oof.out_of_fold(X, [it.id for it in items], list(y), labels, k=k, seeds=(seed,), C=C,
+                                            warm=_warm.get(key))
+        while len(_warm) > 8:  # a few datasets' worth (each ~1 MB)
+            _warm.pop(next(iter(_warm)))
+        return OutOfFold([it.id for it in items], list(y), labels, probs)
     counts = np.unique(y, return_counts=True)[1]
     folds = (StratifiedKFold(k, shuffle=True, random_state=seed) if counts.min() >= k
              else KFold(k, shuffle=True, random_state=seed))
