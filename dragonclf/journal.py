@@ -179,6 +179,16 @@ class Journal:
         return len(ids)
 
     # ---- files vs manifest -------------------------------------------------------
+    def _present_files(self) -> set[tuple[str, str]]:
+        """(folder, file name) of every file in the label folders and the trash (links followed, as exists() does)."""
+        out = set()
+        with os.scandir(self.root) as top:
+            for d in top:
+                if d.is_dir(follow_symlinks=False) and (not d.name.startswith(".") or d.name == TRASH):
+                    with os.scandir(d.path) as files:
+                        out.update((d.name, f.name) for f in files if f.is_file())
+        return out
+
     def _sync_files(self, ids: list[str] | None = None) -> list[str]:
         """Move files to where the manifest says they belong; return ids whose file is nowhere.
 
@@ -189,10 +199,15 @@ class Journal:
             return []
         with self._files():
             sql = "SELECT id, folder, status FROM images WHERE status IN ('active','trashed')"
-            rows = self._db.execute(sql).fetchall()
-            if ids is not None:
-                wanted = set(ids)
-                rows = [r for r in rows if r["id"] in wanted]
+            if ids is None:
+                rows = self._db.execute(sql).fetchall()
+                present = self._present_files()  # one listing per folder, not a stat per image (100,000 at open)
+                rows = [r for r in rows if (TRASH if r["status"] == "trashed" else r["folder"], f"{r['id']}.jpg")
+                        not in present]  # only the ones not where the manifest says are looked at below
+            else:  # the images of one edit: read by key, not the whole manifest
+                wanted = list(dict.fromkeys(ids))
+                rows = [r for i in range(0, len(wanted), 500) for r in self._db.execute(
+                    f"{sql} AND id IN ({','.join('?' * len(wanted[i:i + 500]))})", wanted[i:i + 500])]
             lost, touched = [], set()
             for r in rows:
                 target = self._path(r["id"], r["folder"], r["status"])
