@@ -233,3 +233,46 @@ def test_evaluate_says_no_mistakes_when_every_answer_is_right(tmp_path):
     wrong = Evaluation(tmp_path, ["a", "b"], ["1", "2"], [tmp_path / "1.jpg"] * 2, ["a", "b"],
                        np.array([[0.9, 0.1], [0.7, 0.3]]), False)
     assert "1 wrong" in mistakes_note(wrong)
+
+
+def test_the_lr_finder_sweeps_about_one_epoch_reports_progress_and_stops(home):
+    """fastai's default is 100 batches (50 here before): on the demo that was 16 epochs' worth of pictures."""
+    import threading
+
+    from dragonclf import train
+    from dragonclf.errors import DragonError
+    from ml_fixtures import SIZE, photo_items
+
+    share_weights(home)
+    rows = photo_items(per_label=28, labels=["fishes", "tools"])
+    n_train = sum(it.split == "train" for it in rows)
+    seen = []
+    fig, suggestion = train.lr_find(rows, dataset="photos", size=SIZE, batch_size=32, warm_start=False,
+                                    progress=lambda f, m: seen.append((f, m)))
+    assert seen and seen[-1][0] == 1.0 and 0 < suggestion < 10
+    swept = int(re.search(r"(\d+) pictures", seen[-1][1]).group(1))
+    assert n_train * 0.8 <= swept <= max(n_train * 1.5, 64), (swept, n_train)  # 16 steps of 4 at the least
+    top = fig.axes[0].get_ylim()[1]
+    assert top >= max(line.get_ydata().max() for line in fig.axes[0].lines[:1])  # nothing clipped at the top
+    stop = threading.Event()
+
+    def stop_at_once(f, m):
+        stop.set()
+
+    with pytest.raises(DragonError, match="stopped"):
+        train.lr_find(rows, dataset="photos", size=SIZE, warm_start=False, progress=stop_at_once, cancel=stop)
+
+
+def test_the_lr_finder_in_the_browser_shows_its_plot_whole_and_stop_stops_it(page, home, photo_files):
+    share_weights(home)
+    small_dataset("pets", photo_files, per_label=10)
+    select_dataset(page, "pets")
+    open_tab(page, "Train")
+    page.click("text=Learning-rate finder and augmentation preview")
+    page.click("#lr-find")
+    page.click("#train-stop")  # as soon as it starts: the sweep ends with a message, not a spinner
+    page.wait_for_selector("#lr-status:has-text('stopped'), #lr-status:has-text('Suggested')", timeout=120_000)
+    page.click("#lr-find")
+    page.wait_for_selector("#lr-status:has-text('Suggested')", timeout=180_000)
+    assert page.input_value("#train-lr textarea, #train-lr input") != ""
+    page.locator("#lr-plot").screenshot(path=str(ARTIFACTS / "lr-plot.png"))

@@ -116,11 +116,25 @@ def stop(cancel):
     return "Stopping at the end of this batch; the last complete epoch is kept…"
 
 
-@ui_errors(say=2, of=3)
-def find_lr(name, backbone, size, batch_size, augment, valid_share):
-    fig, suggestion = train.lr_find(Store.open(name), backbone, dataset=name, size=int(size) if size else None,
-                                    batch_size=int(batch_size), augment=augment, valid_share=float(valid_share))
-    return fig, f"{suggestion:.2e}", f"Suggested learning rate: **{suggestion:.2e}** (put in Learning rate)."
+@ui_errors(say=3, of=4)
+def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.Progress()):
+    """The LR sweep (about one epoch of pictures) in a worker; progress over its status; Stop stops it."""
+    store = Store.open(name)
+    cancel = threading.Event()
+
+    def work(report, emit):
+        return train.lr_find(store, backbone, dataset=name, size=int(size) if size else None,
+                             batch_size=int(batch_size), augment=augment, valid_share=float(valid_share),
+                             progress=report, cancel=cancel)
+
+    yield cancel, gr.skip(), gr.skip(), "Sweeping learning rates (about one epoch)…"
+    for item in stream_work(work, cancel):
+        if item[0] == "progress":
+            progress(item[1], desc=item[2])
+        elif item[0] == "done":
+            fig, suggestion = item[1]
+            yield cancel, fig, f"{suggestion:.2e}", (f"Suggested learning rate: **{suggestion:.2e}**, now in "
+                                                     "Learning rate.")
 
 
 @ui_errors
@@ -170,7 +184,7 @@ def build(bar) -> None:
             preview_btn = gr.Button("Preview augmentation", elem_id="aug-preview")
         lr_status = gr.Markdown(elem_id="lr-status")
         with gr.Row():
-            lr_plot = gr.Plot(label="Loss vs learning rate")
+            lr_plot = gr.Plot(label="Loss vs learning rate", elem_id="lr-plot")
             aug_plot = gr.Plot(label="Augmented samples", elem_id="aug-plot")
 
     inputs = [bar.dataset, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size,
@@ -181,7 +195,7 @@ def build(bar) -> None:
     bar.model_lists.append(models)
     stop_btn.click(stop, cancel, stop_message, api_name="stop_train", queue=False)
     start_btn.click(lambda: "", None, stop_message, queue=False, api_visibility="private")
-    lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [lr_plot, lr, lr_status],
-                 api_name="lr_find", concurrency_id="train")
+    lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [cancel, lr_plot, lr, lr_status],
+                 api_name="lr_find", concurrency_id="train", show_progress_on=lr_status)
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
 
