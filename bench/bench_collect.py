@@ -148,14 +148,61 @@ def run_ours(urls, work: Path, n: int = 0) -> dict:
             "bad_files": bad, "refused": dict(report.refused), "duplicates": report.duplicates}
 
 
+def fastai_steps(urls, work: Path) -> None:
+    """fastai's collection, as the body of a whole process (`--fastai-child`)."""
+    from fastai.vision.utils import download_images, get_image_files, resize_images, verify_images
+
+    raw, out = work / "fastai-raw", work / "fastai"
+    with contextlib.redirect_stdout(io.StringIO()):
+        download_images(raw, urls=urls, n_workers=8, preserve_filename=True)
+        for f in verify_images(get_image_files(raw)):
+            f.unlink()
+        resize_images(raw, max_size=512, dest=out)
+
+
+def run_processes(urls, work: Path, n: int = 0) -> dict:
+    """Both sides as whole processes, timed from start to exit (imports included): what a person waits for."""
+    listing = work / "urls.txt"
+    listing.write_text("\n".join(urls))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DRAGONCLF_HOME": str(work / "home"),
+           "DRAGONCLF_ALLOW_PRIVATE_URLS": "1"}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--fastai-child", str(listing), str(work)], env=env, check=True)
+    fastai_s = time.perf_counter() - t
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dragonclf", "collect", "--dataset", f"proc{n}", "--label", "photos",
+                    "--urls", str(listing), "--quiet", "--json"], env=env, check=True, capture_output=True)
+    ours_s = time.perf_counter() - t
+    bad_stems = {Path(u).stem for u in urls if "/bad/" in u}
+    out = work / "fastai"
+    kept = [f for f in out.rglob("*") if f.is_file()]
+    fastai_bad = bad_files(out, lambda f: f.stem in bad_stems)
+    os.environ["DRAGONCLF_HOME"] = str(work / "home")
+    from dragonclf.store import Store
+
+    store = Store.open(f"proc{n}")
+    bad_sources = {u for u in urls if "/bad/" in u}
+    by_path = {str(r.path): r.source for r in store.images()}
+    folder = store.root / store.label("photos").folder
+    ours_bad = bad_files(folder, lambda f: by_path.get(str(f)) in bad_sources or str(f) not in by_path)
+    return {"fastai": {"seconds": fastai_s, "usable": len(kept) - fastai_bad, "bad_files": fastai_bad},
+            "dragonclf": {"seconds": ours_s, "usable": len(by_path) - ours_bad, "bad_files": ours_bad}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=("fastai", "ours"), help="run one side only")
     ap.add_argument("--repeat", type=int, default=1, help="runs (fresh folders each time); prints the median")
+    ap.add_argument("--process", action="store_true",
+                    help="each side as a whole process (python -m dragonclf collect vs a fastai script), imports included")
+    ap.add_argument("--fastai-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve()
+        return 0
+    if args.fastai_child:
+        fastai_steps(Path(args.fastai_child[0]).read_text().splitlines(), Path(args.fastai_child[1]))
         return 0
     os.environ.setdefault("MPLBACKEND", "Agg")
     server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -170,9 +217,11 @@ def main() -> int:
         for n in range(args.repeat):
             results = {}
             with tempfile.TemporaryDirectory() as tmp:  # a fresh folder and store for every run
-                if args.only in (None, "fastai"):
+                if args.process:
+                    results = run_processes(urls, Path(tmp), n)
+                elif args.only in (None, "fastai"):
                     results["fastai"] = run_fastai(urls, Path(tmp))
-                if args.only in (None, "ours"):
+                if args.only in (None, "ours") and not args.process:
                     results["dragonclf"] = run_ours(urls, Path(tmp), n)
             print(f"run {n + 1}/{args.repeat} (load average {os.getloadavg()[0]:.1f})")
             for name, r in results.items():
