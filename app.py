@@ -14,14 +14,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import gradio as gr  # noqa: E402
 
 from dragonclf import config  # noqa: E402
-from ui import dataset_bar  # noqa: E402
+from dragonclf.errors import DragonError  # noqa: E402
+from dragonclf.identity import SignIn  # noqa: E402
+from ui import access_panel, dataset_bar, people  # noqa: E402
 
 TABS = ("collect", "clean", "train", "evaluate", "predict")
 MAX_FILE_SIZE = "50mb"
 
-with gr.Blocks(title="dragonclf: your own image classifier") as demo:
+# delete_cache: files handed to browsers (exports, galleries) leave Gradio's cache after half an hour
+with gr.Blocks(title="dragonclf: your own image classifier", delete_cache=(600, 1800)) as demo:
     gr.Markdown("# 🐉 dragonclf\nCollect pictures for each class, clean them, train, evaluate, predict.")
     bar = dataset_bar.build()
+    panel = access_panel.build(bar)
     import importlib
 
     for name in TABS:
@@ -36,6 +40,7 @@ with gr.Blocks(title="dragonclf: your own image classifier") as demo:
         with gr.Tab(tab.TITLE, id=name, elem_id=f"tab-{name}"):
             tab.build(bar)
     bar.wire_model_lists(demo)
+    demo.load(access_panel.whoami, None, [panel.who, panel.admin, panel.quotas], api_visibility="private")
     demo.load(dataset_bar.dataset_choices, bar.dataset, bar.dataset, api_visibility="private")
     demo.load(dataset_bar.refresh, bar.dataset, bar.outputs, api_visibility="private")
 
@@ -50,11 +55,17 @@ def launch_options() -> dict:
         ssr_mode=False,
         show_error=False,
     )
-    user, password = os.environ.get("DRAGONCLF_USER"), os.environ.get("DRAGONCLF_PASSWORD")
-    if user and password:  # optional login for private deployments
-        opts["auth"] = (user, password)
+    try:  # fail closed: half a sign-in configuration, or a public bind with none, does not start
+        sign_in = SignIn.from_env(opts["server_name"])
+    except DragonError as e:
+        raise SystemExit(f"dragonclf: {e}") from None
+    if sign_in.mode == "users":  # a private deployment: the user list, checked against salted hashes
+        opts["auth"] = sign_in.check_password
+        opts["auth_message"] = "Sign in with the name and password the owner of this app gave you."
     return opts
 
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=4).launch(**launch_options())
+    options = launch_options()
+    people.configure(SignIn.from_env(options["server_name"]))  # how handlers identify people on this server
+    demo.queue(default_concurrency_limit=4).launch(**options)

@@ -98,6 +98,16 @@ def check_room(who: Identity, adding: int = 1) -> int | None:
     return left
 
 
+def cap_per_class(who: Identity, per_class: int, n_classes: int) -> tuple[int, str]:
+    """Images per class that fit `who`'s quota, and a note when that is fewer than asked."""
+    left = check_room(who, 1)
+    if left is None or left >= per_class * n_classes:
+        return per_class, ""
+    fits = max(1, left // max(1, n_classes))
+    return fits, (f"Your quota has room for {left} more images: collecting {fits} per class, not {per_class}. "
+                  "Empty the trash or delete a dataset to make room.")
+
+
 def check_scratch(who: Identity) -> None:
     """Visitors get one scratch dataset, only when the Space owner allows it."""
     if get("anon_images") <= 0:

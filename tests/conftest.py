@@ -53,3 +53,5 @@ def jpeg_bytes(color=(200, 30, 30), size=(120, 90), **save) -> bytes:
 
 # The real app, launched once per test session on loopback (see app_fixtures.py).
 from app_fixtures import app_url, client  # noqa: E402,F401
+# Two people, an admin and a visitor on one data root, two servers (see people_fixtures.py).
+from people_fixtures import people_world  # noqa: E402,F401

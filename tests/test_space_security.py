@@ -138,6 +138,8 @@ def test_runs_as_a_space(tmp_path, persistent):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DRAGONCLF_HOME"}
     env.update(SPACE_ID="someone/dragonclf", PORT=str(port), DRAGONCLF_PERSISTENT_DIR=str(data),
+               SPACE_AUTHOR_NAME="someone", SPACE_HOST="127.0.0.1", SYSTEM="spaces", OAUTH_CLIENT_ID="x", OAUTH_CLIENT_SECRET="x",
+               OAUTH_SCOPES="openid profile", OPENID_PROVIDER_URL="http://127.0.0.1:9",
                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     code = ("import app, dragonclf.config as c; print('HOME', c.home(), flush=True); "
             "print('OPTS', app.launch_options(), flush=True); print('NOTE', repr(app.dataset_bar.storage_note()), flush=True)")
@@ -171,9 +173,11 @@ def test_local_run_binds_loopback_only(monkeypatch):
     monkeypatch.delenv("PORT", raising=False)
     opts = app.launch_options()
     assert opts["server_name"] == "127.0.0.1" and opts["server_port"] == 7860 and opts["max_file_size"]
+    assert "auth" not in opts  # the local user: no login screen
     monkeypatch.setenv("DRAGONCLF_USER", "me")
-    monkeypatch.setenv("DRAGONCLF_PASSWORD", "secret")
-    assert app.launch_options()["auth"] == ("me", "secret")
+    monkeypatch.setenv("DRAGONCLF_PASSWORD", "secret-pw")
+    check = app.launch_options()["auth"]  # a check against a salted hash, not the pair itself
+    assert check("me", "secret-pw") and not check("me", "secret") and not check("you", "secret-pw")
 
 
 def test_space_front_matter_matches_the_pinned_requirements():

@@ -18,7 +18,8 @@ import gradio as gr
 from dragonclf import clean, modelstore
 from dragonclf.errors import DragonError
 from dragonclf.store import Store
-from ui.common import progress_adapter, servable, servable_file, sweep, ui_errors
+from ui.common import download_dir, progress_adapter, servable, sweep, ui_errors
+from ui.people import dataset_for, me, open_store
 
 TITLE = "Clean"
 QUEUES = [("Likely mislabels", "mislabel"), ("Top losses (fine-tuned model)", "top_loss"),
@@ -81,10 +82,8 @@ def _current(state: dict, dataset: str, kind: str) -> dict | None:
     return items[pos]
 
 
-def _store(dataset: str) -> Store:
-    if not dataset:
-        raise DragonError("Choose a dataset first.")
-    return Store.open(dataset)
+def _store(dataset: str, action: str = "read") -> Store:
+    return open_store(dataset, action)  # the permission check for the caller (ui/people.py)
 
 
 def _fill_trash(state: dict, dataset: str, offset: int | None = None) -> None:
@@ -212,8 +211,8 @@ def show(dataset: str, kind: str, state: dict | None):
 
 
 def _decide(state, dataset, kind, ids, action, label=None, create=False):
-    store = _store(dataset)
-    res = clean.decide(store, ids, action, label, create_label=bool(create))
+    store = _store(dataset, "edit")
+    res = clean.decide(store, ids, action, label, create_label=bool(create), actor=me().id)
     done = state["done"].setdefault(dataset, {})
     for i in res.changed + res.unchanged:
         done[i] = action
@@ -225,6 +224,7 @@ def _decide(state, dataset, kind, ids, action, label=None, create=False):
 
 
 def _current_or_error(state, dataset, kind) -> dict:
+    _store(dataset, "edit")  # the caller may edit this dataset, before anything else is said
     cur = _current(state, dataset, kind)
     if cur is None:
         raise DragonError("No image selected: this queue is empty. Press Find suspects.")
@@ -308,12 +308,31 @@ def pick(dataset: str, kind: str, state: dict | None, evt: gr.SelectData):
     return _view(state, dataset, kind)
 
 
+def _stepper(fn, step: int):
+    """A handler for `fn(step, ...)` (a named function, so Gradio gives it the caller)."""
+    @ui_errors(say=6, of=9)
+    def handler(dataset: str, kind: str, state: dict | None):
+        return fn(step, dataset, kind, state)
+
+    handler.__name__ = f"{fn.__name__}_{'next' if step > 0 else 'prev'}"
+    return handler
+
+
+def _bulk(action: str):
+    @ui_errors(say=6, of=9)
+    def handler(dataset: str, kind: str, selection: list[str], target: str, create: bool, state: dict | None):
+        return bulk(action, dataset, kind, selection, target, create, state)
+
+    handler.__name__ = f"bulk_{action}"
+    return handler
+
+
 def _walk(undo: bool):
     @ui_errors(say=6, of=9)
     def handler(dataset: str, kind: str, state: dict | None):
         state = state or _new_state()
-        store = _store(dataset)
-        res = store.undo() if undo else store.redo()
+        store = _store(dataset, "edit")
+        res = store.undo(actor=me().id) if undo else store.redo(actor=me().id)  # the caller's own changes
         done = state["done"].setdefault(dataset, {})
         for i in res.changed:  # undone: back in the queue; redone: out again
             if undo:
@@ -332,7 +351,7 @@ def _walk(undo: bool):
 @ui_errors(say=6, of=9)
 def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
     state = state or _new_state()
-    store = _store(dataset)
+    store = _store(dataset, "destroy")
     n = store.count(status="trashed")
     if not confirm:
         raise DragonError(f"Emptying the trash deletes {n} images for good (no undo). Tick 'Yes, delete them' first.")
@@ -366,7 +385,7 @@ def refit(dataset: str, state: dict | None, progress=gr.Progress()):
 
 @ui_errors
 def cell_choices(dataset: str):
-    models = [m for m in modelstore.list_models(dataset) if "error" not in m] if dataset else []
+    models = [m for m in modelstore.list_models(dataset_for(dataset)) if "error" not in m] if dataset else []
     labels = models[0]["labels"] if models else []
     return (gr.update(choices=[m["id"] for m in models], value=models[0]["id"] if models else None),
             gr.update(choices=labels), gr.update(choices=labels))
@@ -375,7 +394,7 @@ def cell_choices(dataset: str):
 @ui_errors
 def cell_labels(dataset: str, model: str):
     """The actual/predicted choices follow the model picked (two models can know different labels)."""
-    models = modelstore.list_models(dataset) if dataset and model else []
+    models = modelstore.list_models(dataset_for(dataset)) if dataset and model else []
     labels = next((m["labels"] for m in models if m["id"] == model and "error" not in m), [])
     return gr.update(choices=labels), gr.update(choices=labels)
 
@@ -387,7 +406,8 @@ def show_cell(dataset: str, model: str, actual: str, predicted: str, state: dict
         raise DragonError("No model for this dataset yet: train one in the Train tab first.")
     if not actual or not predicted:
         raise DragonError("Pick the actual and the predicted label.")
-    items = clean.cell_images(_store(dataset), modelstore.resolve(model, dataset), actual, predicted)
+    store = _store(dataset)
+    items = clean.cell_images(store, modelstore.resolve(model, store.name), actual, predicted)
     state["queues"][_key(dataset, "cell")] = items
     state["pos"][_key(dataset, "cell")] = 0
     for s in items:
@@ -397,10 +417,7 @@ def show_cell(dataset: str, model: str, actual: str, predicted: str, state: dict
 
 @ui_errors
 def export(dataset: str):
-    import tempfile
-
-    path = clean.export_dataset(_store(dataset), tempfile.mkdtemp(prefix="dragonclf-export-"))
-    return servable_file(path)
+    return str(clean.export_dataset(_store(dataset), download_dir()))
 
 
 # ---- layout ---------------------------------------------------------------------
@@ -471,17 +488,17 @@ def build(bar) -> None:
     kind.change(show, common, outs, api_name="queue")
     ds.change(show, common, outs, api_visibility="private")
     gallery.select(pick, common, outs, api_name="select")
-    prev_btn.click(lambda d, k, s: move(-1, d, k, s), common, outs, api_name="prev")
-    next_btn.click(lambda d, k, s: move(1, d, k, s), common, outs, api_name="next")
-    page_prev_btn.click(lambda d, k, s: page_move(-1, d, k, s), common, outs, api_name="prev_page")
-    page_next_btn.click(lambda d, k, s: page_move(1, d, k, s), common, outs, api_name="next_page")
+    prev_btn.click(_stepper(move, -1), common, outs, api_name="prev")
+    next_btn.click(_stepper(move, 1), common, outs, api_name="next")
+    page_prev_btn.click(_stepper(page_move, -1), common, outs, api_name="prev_page")
+    page_next_btn.click(_stepper(page_move, 1), common, outs, api_name="next_page")
     act_inputs = [ds, kind, target, create, state]
     for action, btn in (("relabel", relabel_btn), ("trash", trash_btn), ("keep", keep_btn), ("restore", restore_btn)):
         bar.refresh_after(btn.click(_act(action), act_inputs, outs, api_name=action))
     for n, btn in enumerate(digit_btns, start=1):
         bar.refresh_after(btn.click(_digit(n), common, outs, api_name=f"relabel_{n}"))
     for action, btn in bulk_btns.items():
-        bar.refresh_after(btn.click(lambda d, k, sel, t, c, s, a=action: bulk(a, d, k, sel, t, c, s),
+        bar.refresh_after(btn.click(_bulk(action),
                                     [ds, kind, selection, target, create, state], outs, api_name=f"bulk_{action}"))
     bar.refresh_after(cluster_btn.click(trash_cluster, common, outs, api_name="trash_cluster"))
     bar.refresh_after(undo_btn.click(_walk(True), common, outs, api_name="undo"))

@@ -7,10 +7,11 @@ import threading
 
 import gradio as gr
 
+from dragonclf import quotas
 from dragonclf.collect import CollectReport, collect_classes, combine
 from dragonclf.search import query_variations, split_queries
-from dragonclf.store import Store
 from ui.common import log, servable, ui_errors
+from ui.people import me, open_store, sign_in
 
 TITLE = "Collect"
 SLOTS = 8  # galleries on the page; past that many classes the last one shows the rest together
@@ -124,9 +125,11 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
     Classes listed in the Queries box search exactly those queries; others search their default ones.
     """
     classes = plan(text, queries_text)
-    store = Store.open(name)
+    who, store = me(), open_store(name, "edit")
+    per_class, quota_note = quotas.cap_per_class(who, int(per_class), len(classes))
+    quotas.check_collect(who)
     cancel = threading.Event()
-    filters = {"safesearch": safesearch, "size": size or None, "type_image": type_image or None,
+    filters = {"safesearch": quotas.safesearch(who, safesearch, sign_in().public), "size": size or None, "type_image": type_image or None,
                "layout": layout or None, "license_image": license_image or None}
     events: queue.Queue = queue.Queue()
     result: dict = {}
@@ -143,7 +146,7 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
             events.put(("done", None, None))
 
     labels = [label for label, _ in classes]
-    note = _gallery_note(labels)
+    note = _gallery_note(labels) + (f"\n\n{quota_note}" if quota_note else "")
     shown: dict[str, list] = {label: [] for label in labels}  # label -> [(order, file, caption)]
     worker = threading.Thread(target=work, daemon=True, name="collect")
     worker.start()

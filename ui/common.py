@@ -8,20 +8,39 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from dragonclf.errors import DragonError, without_paths
+from ui import people
 from ui.serving import servable, sweep  # noqa: F401 - the tabs import them from here
 
 log = logging.getLogger("dragonclf.ui")
 
 
+DOWNLOADS = Path(tempfile.gettempdir()) / "dragonclf-downloads"
+DOWNLOAD_TTL_S = 15 * 60  # an export stays this long for its download, then goes with the next export
+
+
+def download_dir() -> Path:
+    """A fresh folder for one download; folders older than DOWNLOAD_TTL_S are removed first."""
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for d in DOWNLOADS.iterdir():
+        try:
+            if now - d.stat().st_mtime > DOWNLOAD_TTL_S:
+                shutil.rmtree(d, ignore_errors=True)
+        except FileNotFoundError:  # another export removed it first
+            pass
+    return Path(tempfile.mkdtemp(dir=DOWNLOADS))
+
+
 def servable_file(path: str | os.PathLike, name: str | None = None) -> str:
-    """A downloadable copy of a file the app produced (a model, an export zip)."""
+    """A downloadable copy of a file the app produced (a model, an export zip), removed after a while."""
     src = Path(path)
-    out_dir = Path(tempfile.mkdtemp(prefix="dragonclf-dl-"))
+    out_dir = download_dir()
     dest = out_dir / (name or src.name)
     shutil.copyfile(src, dest)
     return str(dest)
@@ -59,6 +78,7 @@ def ui_errors(fn=None, *, say: int | None = None, of: int = 1):
     (the status beside the action) and the other outputs keep what they showed, so no red "Error"
     badge covers an input or sits beside stale text. API callers still get the error raised.
     Bare `@ui_errors` raises it (a toast). Works for plain and generator (streaming) handlers.
+    Every handler runs as the person who called it (ui/people.py: Gradio passes the request in).
     """
     if fn is None:
         return lambda f: ui_errors(f, say=say, of=of)
@@ -73,19 +93,23 @@ def ui_errors(fn=None, *, say: int | None = None, of: int = 1):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
-                yield from fn(*args, **kwargs)
+                args, who = people.split_call(args)
+                yield from people.steps_as(who, fn(*args, **kwargs))
             except Exception as e:  # noqa: BLE001 - the UI answers with a message; the rest is logged
                 yield fail(e)
 
+        people.with_identity(fn, gen_wrapper)
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            args, who = people.split_call(args)
+            return people.run_as(who, lambda: fn(*args, **kwargs))
         except Exception as e:  # noqa: BLE001
             return fail(e)
 
+    people.with_identity(fn, wrapper)
     return wrapper
 
 
@@ -147,7 +171,7 @@ def model_choices(dataset: str | None) -> list[tuple[str, str]]:
     if not dataset:
         return []
     out = []
-    for m in list_models(dataset):
+    for m in list_models(people.dataset_for(dataset, "read")):
         if "error" in m:
             continue
         acc = m["metrics"].get("accuracy")
@@ -156,6 +180,7 @@ def model_choices(dataset: str | None) -> list[tuple[str, str]]:
     return out
 
 
+@ui_errors
 def model_dropdown_update(dataset: str | None, keep: str | None = None):
     choices = model_choices(dataset)
     ids = [c[1] for c in choices]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from dragonclf import config
+from dragonclf import access, config, quotas
 from dragonclf.importer import import_files, import_path
-from dragonclf.store import Store, list_datasets
+from dragonclf.store import list_datasets
 from ui.common import model_dropdown_update, servable, ui_errors
+from ui.people import me, open_store
 
 GALLERY_MAX = 60
 
@@ -19,7 +20,7 @@ GALLERY_MAX = 60
 def counts_markdown(name: str) -> str:
     if not name:
         return "No dataset selected."
-    s = Store.open(name).status()
+    s = open_store(name).status()
     rows = " · ".join(f"**{label}** {n}" for label, n in s["labels"].items()) or "no labels yet"
     extra = []
     if s["trashed"]:
@@ -35,15 +36,18 @@ def counts_markdown(name: str) -> str:
 @ui_errors(say=0, of=5)
 def refresh(name: str):
     """Counts, label choices and the first page of the first label's gallery for dataset `name`."""
-    labels = [lab.display for lab in Store.open(name).labels()] if name else []
+    labels = [lab.display for lab in open_store(name).labels()] if name else []
     first = labels[0] if labels else None
     gallery, page, info = gallery_page(name, first, "", 1)
     return counts_markdown(name), gr.update(choices=labels, value=first), gallery, page, info
 
 
+@ui_errors
 def dataset_choices(current: str | None):
-    """Fresh choices on page load: datasets made by other sessions or the CLI appear."""
-    return gr.update(choices=list_datasets(), value=current)
+    """Fresh choices on page load: the datasets this person may open (their own, shared, public)."""
+    choices = access.visible(me())
+    names = [n for _, n in choices]
+    return gr.update(choices=choices, value=current if current in names else (names[0] if names else None))
 
 
 @ui_errors
@@ -58,15 +62,15 @@ def gallery_page(name: str, label: str | None, text: str, page: float | None):
     if not name or not label:
         return [], 1, ""
     number = max(1, int(page or 1))
-    found = Store.open(name).page(label=label, text=text, offset=(number - 1) * GALLERY_MAX, limit=GALLERY_MAX)
+    found = open_store(name).page(label=label, text=text, offset=(number - 1) * GALLERY_MAX, limit=GALLERY_MAX)
     shown = [(servable(r.path), f"{r.id} · {r.origin or ''}") for r in found.rows]
     return shown, found.number, found.describe() + (f" matching {text.strip()!r}" if (text or "").strip() else "")
 
 
 @ui_errors
 def create(name: str):
-    store = Store.open(name, create=True)
-    return gr.update(choices=list_datasets(), value=store.name), ""
+    store = access.create_dataset(me(), name)
+    return gr.update(choices=access.visible(me()), value=store.name), ""
 
 
 @ui_errors(say=0, of=2)
@@ -77,7 +81,8 @@ def import_uploads(name: str, files, label: str):
     """
     if not files:
         raise gr.Error("Choose files to import first.")
-    store = Store.open(name)
+    store = open_store(name, "edit")
+    quotas.check_room(me(), len(files))
     paths = [Path(f if isinstance(f, str) else f.name) for f in files]
     zips = [p for p in paths if p.suffix.lower() == ".zip"]
     images = [p for p in paths if p.suffix.lower() != ".zip"]
@@ -97,7 +102,7 @@ def import_uploads(name: str, files, label: str):
 
 @ui_errors(say=0)
 def rescan(name: str) -> str:
-    r = Store.open(name).rescan()
+    r = open_store(name, "edit").rescan()
     rejected = ", ".join(f"{n} {k}" for k, n in r["rejected"].items()) or "none"
     return (f"Rescan: {r['adopted']} files adopted, {len(r.get('found', []))} missing files found again, "
             f"{len(r['missing'])} missing files noted, "
@@ -150,7 +155,9 @@ def storage_note() -> str:
 
 
 def build() -> DatasetBar:
-    choices = list_datasets()
+    # Only the public demo here: each person's own list arrives on page load (dataset_choices), so
+    # the page itself names nobody's datasets.
+    choices = [config.DEMO_DATASET] if config.DEMO_DATASET in list_datasets() else []
     with gr.Row(equal_height=True):
         dataset = gr.Dropdown(choices, value=config.DEMO_DATASET if config.DEMO_DATASET in choices else None,
                               label="Dataset", scale=2, elem_id="dataset", allow_custom_value=True)

@@ -6,8 +6,8 @@ import gradio as gr
 import pandas as pd
 
 from dragonclf import interpret
-from dragonclf.store import Store
 from ui.common import model_dropdown_update, servable, ui_errors
+from ui.people import open_store
 
 TITLE = "Evaluate"
 
@@ -21,7 +21,8 @@ def _gallery(records: list[dict]) -> list[tuple[str, str]]:
 def evaluate(name: str, model: str, tta: bool, progress=gr.Progress()):
     if not model:
         raise gr.Error("Train a model first (Train tab), then pick it here.")
-    ev = interpret.evaluate(model, Store.open(name), dataset=name, tta=bool(tta),
+    store = open_store(name)
+    ev = interpret.evaluate(model, store, dataset=store.name, tta=bool(tta),
                             progress=lambda f, m: progress(f, desc=m))
     m = ev.metrics
     cm = ev.confusion

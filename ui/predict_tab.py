@@ -11,9 +11,10 @@ import gradio as gr
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from dragonclf import modelstore
+from dragonclf import access, modelstore
 from dragonclf.predict import Predictor
-from ui.common import model_dropdown_update, servable_file, ui_errors
+from ui.common import download_dir, model_dropdown_update, servable_file, ui_errors
+from ui.people import dataset_for, me
 
 TITLE = "Predict"
 
@@ -46,7 +47,12 @@ def _cached(model_dir: str, mtime: float) -> Predictor:
 
 
 def predictor(dataset: str, model: str | None) -> Predictor:
-    """The chosen model of `dataset` (default: its newest), loaded once per file version."""
+    """The chosen model of `dataset` (default: its newest), loaded once per file version.
+
+    Needs read access to the dataset, or (with a model named) that model made public."""
+    if not dataset:
+        raise gr.Error("Choose a dataset first.")
+    dataset = access.check_model(me(), dataset, model) if model else dataset_for(dataset)
     if not model:
         models = [m for m in modelstore.list_models(dataset) if "error" not in m] if dataset else []
         if not models:
@@ -101,13 +107,13 @@ def predict_batch(files, dataset: str, model: str | None):
 
 @ui_errors
 def export(dataset: str, model: str | None, fmt: str) -> str:
-    p = predictor(dataset, model)
+    p = predictor(dataset_for(dataset), model)  # exporting needs the dataset, not only a public model
     d = p.model_dir
     if fmt == "pkl":
         if not (d / "export.pkl").is_file():
             raise gr.Error("This model has no fastai export.pkl (quick models are ONNX only); fine-tune for one.")
         return servable_file(d / "export.pkl", f"{d.name}.pkl")
-    out = Path(servable_file(d / "model.json", "model.json")).parent / f"{d.name}-onnx.zip"
+    out = download_dir() / f"{d.name}-onnx.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name in ("model.onnx", "model.json"):
             z.write(d / name, name)

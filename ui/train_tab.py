@@ -7,10 +7,10 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from dragonclf import backbones, train
+from dragonclf import backbones, quotas, train
 from dragonclf.interpret import plot_history
-from dragonclf.store import Store
 from ui.common import model_dropdown_update, stream_work, ui_errors
+from ui.people import me, open_store
 
 TITLE = "Train"
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time"]
@@ -54,10 +54,13 @@ def _learning_rate(text) -> float | None:
 def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
           augment, progress=gr.Progress()):
     """Train in a worker thread; stream progress, the epoch table and the loss chart."""
-    store = Store.open(name)
+    who, store = me(), open_store(name, "train")
+    name = store.name
     cancel = threading.Event()
     kw = _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
                  augment)
+    on_gpu = train.default_settings()["device"] == "cuda"
+    quotas.check_training(who, kw.get("epochs"), kw.get("size") if mode == "finetune" else None, on_gpu)
 
     def work(report, emit):
         extra = {"on_epoch": emit} if mode == "finetune" else {}  # the quick model has no epochs
@@ -66,18 +69,19 @@ def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminat
 
     rows: list[dict] = []
     status = f"Training {mode} model on **{name}** with {backbone}…"
-    yield cancel, status, pd.DataFrame(columns=EPOCH_COLUMNS), None, gr.update()
-    for item in stream_work(work, cancel):
-        if item[0] == "progress":
-            progress(item[1], desc=item[2])
-        elif item[0] == "event":
-            rows.append(item[1])
-            yield cancel, status, _table(rows), plot_history(rows), gr.update()
-        elif item[0] == "done":
-            result = item[1]
-            yield cancel, _result_text(result), _table(rows or result.history), \
-                plot_history(rows or result.history) if (rows or result.history) else None, \
-                model_dropdown_update(name)
+    with quotas.training_slot(who):  # held until this generator ends (done, Stop, a closed tab or an error)
+        yield cancel, status, pd.DataFrame(columns=EPOCH_COLUMNS), None, gr.update()
+        for item in stream_work(work, cancel):
+            if item[0] == "progress":
+                progress(item[1], desc=item[2])
+            elif item[0] == "event":
+                rows.append(item[1])
+                yield cancel, status, _table(rows), plot_history(rows), gr.update()
+            elif item[0] == "done":
+                result = item[1]
+                yield cancel, _result_text(result), _table(rows or result.history), \
+                    plot_history(rows or result.history) if (rows or result.history) else None, \
+                    model_dropdown_update(name)
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -119,7 +123,8 @@ def stop(cancel):
 @ui_errors(say=3, of=4)
 def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.Progress()):
     """The LR sweep (about one epoch of pictures) in a worker; progress over its status; Stop stops it."""
-    store = Store.open(name)
+    who, store = me(), open_store(name, "train")
+    name = store.name
     cancel = threading.Event()
 
     def work(report, emit):
@@ -127,20 +132,22 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
                              batch_size=int(batch_size), augment=augment, valid_share=float(valid_share),
                              progress=report, cancel=cancel)
 
-    yield cancel, gr.skip(), gr.skip(), "Sweeping learning rates (about one epoch)…"
-    for item in stream_work(work, cancel):
-        if item[0] == "progress":
-            progress(item[1], desc=item[2])
-        elif item[0] == "done":
-            fig, suggestion = item[1]
-            yield cancel, fig, f"{suggestion:.2e}", (f"Suggested learning rate: **{suggestion:.2e}**, now in "
-                                                     "Learning rate.")
+    with quotas.training_slot(who):  # a sweep trains too: it takes a slot
+        yield cancel, gr.skip(), gr.skip(), "Sweeping learning rates (about one epoch)…"
+        for item in stream_work(work, cancel):
+            if item[0] == "progress":
+                progress(item[1], desc=item[2])
+            elif item[0] == "done":
+                fig, suggestion = item[1]
+                yield cancel, fig, f"{suggestion:.2e}", (f"Suggested learning rate: **{suggestion:.2e}**, now in "
+                                                         "Learning rate.")
 
 
 @ui_errors
 def preview(name, augment, size, image_index):
-    return train.preview_augmentations(Store.open(name), augment, size=int(size or 224), image=int(image_index),
-                                       dataset=name, seed=int(image_index))
+    store = open_store(name)
+    return train.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
+                                       dataset=store.name, seed=int(image_index))
 
 
 def build(bar) -> None:
