@@ -358,16 +358,20 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         sha256 = hashlib.sha256(norm.jpeg).hexdigest()
         near = self.near_duplicates_of(norm.phash, cfg.near_dup_distance)
         now = time.time()
-        with self._tx() as db:
-            # Near-duplicates stay on the same side of the validation split; others are spread per label.
-            split_key = near[0][2] if near else _spread_key(db, lab.folder)
-            db.execute(
-                "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
-                " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
-                " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
-                (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
-                 *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
-            )
+        try:
+            with self._tx() as db:
+                # Near-duplicates stay on the same side of the validation split; others are spread per label.
+                split_key = near[0][2] if near else _spread_key(db, lab.folder)
+                db.execute(
+                    "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
+                    " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
+                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
+                    (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
+                     *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
+                )
+        except sqlite3.IntegrityError:  # another process stored this very picture since we looked
+            tmp.unlink(missing_ok=True)
+            return self._store_locked(norm, lab, provenance, cfg)  # now a duplicate or a conflict
         final = self._path(image_id, lab.folder, "active")
         with self._files(), self._tx() as db:
             self._place(tmp, final)  # renamed and its folder fsynced before the row says "active"

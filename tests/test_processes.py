@@ -206,3 +206,24 @@ def test_a_model_folder_is_on_disk_before_it_is_listed(home, monkeypatch):
     synced = {e[1] for e in events[:listed] if e[0] == "fsync"}
     assert {str(tmp / "model.onnx"), str(tmp / "model.json"), str(tmp)} <= synced, synced
     assert ("fsync", str(modelstore.dataset_dir("pets"))) in events[listed:]
+
+
+def test_two_processes_storing_the_same_picture_at_once_store_it_once(store, photo_files, monkeypatch):
+    """The second writer's row insert used to fail with a UNIQUE constraint error (the check ran before its
+    transaction); now it answers "duplicate"."""
+    data = photo_files["tools"][-1].read_bytes()
+    other = Store(store.root, store.name)  # another process's store: its own locks and connections
+    real = Store.near_duplicates_of
+    raced = []
+
+    def meanwhile(self, *a, **k):
+        if self is store and not raced:
+            raced.append(other.ingest(data, "fishes"))  # lands between our check and our insert
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Store, "near_duplicates_of", meanwhile)
+    mine = store.ingest(data, "tools")
+    other.close()
+    assert raced[0].outcome == "added" and mine.outcome == "conflict" and mine.image_id == raced[0].image_id
+    assert len([r for r in store.images() if r.id == mine.image_id]) == 1
+    assert not list((store.root / ".tmp").rglob("*.part")) and store.check()["ok"]

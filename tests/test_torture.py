@@ -1,6 +1,7 @@
-"""Torture: three processes (one with three threads, as the app's handlers) import, collect from a loopback
-image host, relabel, trash, restore, undo, redo, rescan, empty the trash and publish model folders on one
-dataset, while a driver SIGKILLs one of them at random moments, at least 100 times; then the invariants."""
+"""Torture: three processes on one dataset (one with three threads, as the app's handlers; one single-threaded,
+as a script; one running real `python -m dragonclf` commands) import, collect from a loopback image host,
+relabel, trash, restore, undo, redo, rescan, empty the trash and publish model folders, while a driver
+SIGKILLs one of them (with the CLI command it runs) at random moments, at least 100 times; then the invariants."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return out
 
 
-def run(home: Path, work: Path, seconds: float, min_kills: int, workers=((3, "app"), (1, "cli"), (1, "cli")),
+def run(home: Path, work: Path, seconds: float, min_kills: int, workers=(3, 1, "cli"),
         seed: int = 0, kill_gap=(0.2, 1.2), urls: list[str] | None = None) -> Outcome:
     """Run the workers for at least `seconds` and until `min_kills` kills; then stop them all and check."""
     env = {**os.environ, "DRAGONCLF_HOME": str(home), "DRAGONCLF_ALLOW_PRIVATE_URLS": "1",
@@ -65,11 +65,11 @@ def run(home: Path, work: Path, seconds: float, min_kills: int, workers=((3, "ap
     start = time.monotonic()
 
     def launch(k: int) -> None:
-        threads, _kind = workers[k]
+        threads = workers[k]  # threads sharing one store (as the app's handlers), or "cli": real CLI commands
         procs[k] = subprocess.Popen(
             [sys.executable, str(HERE / "torture_worker.py"), "torture", str(images), str(work / "urls.txt"),
              str(logs / f"w{k}.log"), f"{seed}-{k}-{out.restarts}", str(threads)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         out.restarts += 1
 
     for k in range(len(workers)):
@@ -82,15 +82,18 @@ def run(home: Path, work: Path, seconds: float, min_kills: int, workers=((3, "ap
                     out.worker_failures.append(p.stderr.read()[-3000:])
                     launch(k)
             k = rnd.randrange(len(procs))
-            procs[k].send_signal(signal.SIGKILL)
+            os.killpg(procs[k].pid, signal.SIGKILL)  # the worker and the CLI command it is running
             procs[k].wait()
             procs[k].stderr.close()
             out.kills += 1
             launch(k)
     finally:
         for p in procs:
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGKILL)
+            if p is not None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # (already gone, with its group)
                 p.wait()
                 p.stderr.close()
     out.seconds = time.monotonic() - start

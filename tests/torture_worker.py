@@ -1,12 +1,14 @@
 """One worker of the torture test (tests/test_torture.py, bench/soak.py): random work on one dataset until killed.
 
-    python tests/torture_worker.py <dataset> <images folder> <urls file> <log file> <seed> <threads>
+    python tests/torture_worker.py <dataset> <images folder> <urls file> <log file> <seed> <threads>|cli
 
 Each thread loops over: import a picture, collect a few URLs from the loopback image host, relabel, trash,
 restore, undo, redo, rescan with repair, now and then Empty trash or publishing a model folder. What it
 reports goes to the log, one line per fact, written and fsynced only after the library returned:
 "stored <id>" (an add the library reported), and, before each trash, "trashing <ids>" (an intent: only
-trashed pictures may ever disappear). Expected refusals (a busy label, nothing to undo) are not failures;
+trashed pictures may ever disappear). With "cli" instead of a thread count, each step is a real
+`python -m dragonclf` command in a child process (import, relabel, trash, undo, check --repair), killed
+with the worker (the driver kills the whole process group). Expected refusals (a busy label, nothing to undo) are not failures;
 anything else is printed and the worker exits 3, which the driver counts as a failure.
 """
 
@@ -93,6 +95,34 @@ def step(store: Store, rnd: random.Random, images: list[Path], urls: list[str], 
         publish_model(store.name, rnd)
 
 
+def cli_step(store: Store, rnd: random.Random, images: list[Path], log: Log) -> None:
+    """One real CLI command on the dataset, as a person in another shell would type it."""
+    import subprocess
+
+    from dragonclf.ingest import normalise
+
+    op = rnd.choices(["import", "relabel", "trash", "undo", "check"], [40, 20, 15, 10, 15])[0]
+    active = [r.id for r in store.images()]
+    base = [sys.executable, "-m", "dragonclf"]
+    if op == "import":
+        f = rnd.choice(images)
+        image_id = normalise(f.read_bytes()).image_id
+        r = subprocess.run(base + ["import", "--dataset", store.name, "--label", rnd.choice(LABELS), str(f), "--json"],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and '"added": 1' in r.stdout:
+            log.write(f"stored {image_id}")
+        return
+    if op in ("relabel", "trash") and not active:
+        return
+    ids = rnd.sample(active, min(2, len(active))) if active else []
+    if op == "trash":
+        log.write("trashing " + " ".join(ids))
+    cmd = {"relabel": ["relabel", "--dataset", store.name, "--to", rnd.choice(LABELS), *ids],
+           "trash": ["trash", "--dataset", store.name, *ids], "undo": ["undo", "--dataset", store.name],
+           "check": ["check", "--dataset", store.name, "--repair"]}[op]
+    subprocess.run(base + cmd, capture_output=True)  # exit 1 is a message (nothing to undo, an id just emptied)
+
+
 def main() -> None:
     dataset, images_dir, urls_file, log_path, seed, threads = sys.argv[1:7]
     images = sorted(Path(images_dir).glob("*.jpg"))
@@ -100,6 +130,10 @@ def main() -> None:
     log = Log(log_path)
     store = Store.open(dataset)
     failures = []
+    if threads == "cli":
+        rnd = random.Random(seed)
+        while True:
+            cli_step(store, rnd, images, log)
 
     def run(k: int) -> None:
         rnd = random.Random(f"{seed}-{k}")
