@@ -398,6 +398,10 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         tmp = self._write_tmp(norm)
         final = self._path(image_id, lab.folder, "active")
         with self._files(), self._tx() as db:
+            now = db.execute("SELECT status FROM images WHERE id=?", (image_id,)).fetchone()
+            if now is None or now["status"] != "missing":  # another process brought it back meanwhile
+                tmp.unlink(missing_ok=True)
+                return IngestResult("duplicate", image_id, "duplicate", "already stored again meanwhile", notes)
             self._place(tmp, final)
             db.execute("UPDATE images SET folder=?, status='active', sha256=? WHERE id=?",
                        (lab.folder, hashlib.sha256(norm.jpeg).hexdigest(), image_id))
