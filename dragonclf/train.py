@@ -66,6 +66,18 @@ def choose_precision(requested: str | None = None, cuda: bool | None = None) -> 
     return wanted, None
 
 
+def cuda_likely() -> bool:
+    """torch's answer when torch is already imported; else whether an NVIDIA driver is loaded.
+
+    Choosing starting values must not import torch: that alone costs a command seconds.
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    return Path("/proc/driver/nvidia/version").exists()
+
+
 def default_settings(cuda: bool | None = None) -> dict:
     """Starting values for the Train tab and the CLI, sized for the machine.
 
@@ -74,9 +86,7 @@ def default_settings(cuda: bool | None = None) -> dict:
     batches and more epochs cost seconds.
     """
     if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        cuda = cuda_likely()
     if cuda:
         return {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
     return {"device": "cpu", "size": 160, "batch_size": 32, "epochs": 3}
@@ -96,6 +106,13 @@ class TrainResult:
     # Per training batch, the learning rate of each parameter group (body first, head last):
     # the schedule that was really applied (one-cycle, SGDR restarts, discriminative rates).
     lrs: list[list[float]] = field(default_factory=list)
+    # Fine-tunes: the starting model's validation score ({"epoch": 0, "accuracy", "valid_loss"}; with a warm
+    # head, the quick model at this size), the epoch whose weights were kept (0: the start), which weights
+    # ("start" | "best" | "last") and a sentence saying so.
+    start: dict | None = None
+    best_epoch: int | None = None
+    kept: str | None = None
+    verdict: str = ""
 
 
 def is_main_process() -> bool:
@@ -247,12 +264,65 @@ def _report_callback_class():
             row.update({n: (float(v) if v is not None else None) for n, v in zip(names, vals)})
             s["history"].append(row)
             s["epoch"] += 1
-            # Keep the weights of the last complete epoch: Stop mid-epoch falls back to them.
+            # Keep the weights of the last complete epoch (Stop mid-epoch falls back to them)
+            # and of the best one on the validation split so far (the start counts as epoch 0).
             s["snapshot"] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            if better(row, s["best"]):
+                s["best"] = {"epoch": row["epoch"], "accuracy": row.get("accuracy"),
+                             "valid_loss": row.get("valid_loss"), "weights": s["snapshot"]}
             if self.on_epoch_fn is not None:
                 self.on_epoch_fn(row)
 
     return ReportProgress
+
+
+def better(row: dict, best: dict | None) -> bool:
+    """Whether an epoch beats the best so far on the validation split: higher accuracy, then lower loss.
+
+    With a few dozen validation images accuracy often ties; the loss breaks the tie. An epoch
+    without validation figures never displaces a scored start.
+    """
+    if best is None:
+        return True
+    acc, loss = row.get("accuracy"), row.get("valid_loss")
+    if acc is None or loss is None or not np.isfinite(loss):
+        return False
+    if best.get("accuracy") is None:
+        return True
+    if acc != best["accuracy"]:
+        return acc > best["accuracy"]
+    return loss < best["valid_loss"]
+
+
+def _start_point(learn) -> dict | None:
+    """Validation loss and accuracy of the model before training (with a warm head: the quick model)."""
+    if not learn.dls.valid.n:
+        return None
+    with learn.no_bar():
+        loss, acc, _ = learn.validate()
+    return {"epoch": 0, "accuracy": float(acc), "valid_loss": float(loss),
+            "weights": {k: v.detach().clone() for k, v in learn.model.state_dict().items()}}
+
+
+def verdict(start: dict | None, best: dict | None, epochs_done: int, warm: bool) -> tuple[str, str]:
+    """(which weights were kept: "start" | "best" | "last", one plain sentence saying so)."""
+    if best is None:
+        return "last", "No validation images: kept the last epoch."
+    if start is None:  # no warm head: the start is a random head, not worth keeping
+        if best["epoch"] < epochs_done:
+            return "best", (f"Kept epoch {best['epoch']} of {epochs_done} (validation accuracy "
+                            f"{best['accuracy']:.3f}): later epochs scored lower.")
+        return "last", f"Kept the last epoch: validation accuracy {best['accuracy']:.3f}."
+    if best["epoch"] == 0:
+        what = "the quick model it started from" if warm else "its starting weights"
+        return "start", (f"The fine-tune did not beat {what} on the validation split (start {start['accuracy']:.3f}, "
+                         f"no epoch higher); the starting weights were kept"
+                         + (": the quick model remains the recommended one." if warm else "."))
+    if best["epoch"] < epochs_done:
+        return "best", (f"Kept epoch {best['epoch']} of {epochs_done} (validation accuracy {best['accuracy']:.3f}, "
+                        f"start {start['accuracy']:.3f}): later epochs scored lower.")
+    return "last", (f"Kept the last epoch: validation accuracy {best['accuracy']:.3f}, "
+                    f"from {start['accuracy']:.3f} at the start.")
 
 
 def _fit(learn, n_epochs: int, lr, schedule: str, cbs, pct_start=0.3):
@@ -313,13 +383,18 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
               discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
               valid_share: float | None = None, augment: str = "default", warm_start: bool = True, seed: int = 0,
               mixed_precision: str | None = None, progress=None, on_epoch=None, cancel: threading.Event | None = None,
-              save: bool = True) -> TrainResult:
+              save: bool = True, keep_best: bool = True) -> TrainResult:
     """Train `backbone` on the dataset and save it; returns a TrainResult.
 
     Pretrained backbones: `freeze_epochs` with the body frozen (default 0 with a
     warm-started head, else 1), then `epochs` with everything trainable, the
     body at lr/lr_mult when `discriminative`. `small_cnn` trains from scratch
     with one-cycle for `epochs`. `mixed_precision`: see `choose_precision`.
+
+    Never worse than its start: the model is scored on the validation split
+    before training (with a warm head, that is the quick model at this size) and
+    after every epoch; with `keep_best` the best of these weights is saved, the
+    start included, and `TrainResult.kept` / `.verdict` say which and why.
     """
     import torch
     from fastai.torch_core import set_seed
@@ -364,12 +439,14 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         # channels_last convolutions train faster on CPU here (A/B per step: ~1.3-3x);
         # the model goes back to the default layout before export.
         learn.model.to(memory_format=torch.channels_last)
+        _report(progress, 0.0, "Scoring the starting model on the validation split")
+        start = _start_point(learn) if warm_head is not None else None  # every rank alike, before sharding
         distributed.attach(learn)  # data-parallel under `accelerate launch`; a no-op in one process
         total_epochs = freeze_epochs + epochs
         # Under a launcher each process runs its share of the batches.
         per_epoch = -(-(len(learn.dls.train) + len(learn.dls.valid)) // distributed.world_size())
         state = {"done": 0, "total": max(1, per_epoch * total_epochs), "epoch": 0, "epochs": total_epochs,
-                 "history": [], "snapshot": None, "phase": "frozen", "lrs": []}
+                 "history": [], "snapshot": None, "phase": "frozen", "lrs": [], "best": start}
         cbs = [_report_callback_class()(state, progress, on_epoch, cancel)]
         try:
             with learn.no_bar():
@@ -381,19 +458,27 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
                     learn.unfreeze()
                     body_lr = slice(lr / lr_mult, lr) if (discriminative and b.pretrained) else lr
                     _fit(learn, epochs, body_lr, schedule, cbs)
-            learn.model.to(memory_format=torch.contiguous_format)
             stopped = cancel is not None and cancel.is_set()
-            if stopped:
-                if state["snapshot"] is None:
-                    raise Cancelled("Training stopped before the first epoch finished; no model was saved.")
+            if stopped and state["snapshot"] is None:
+                raise Cancelled("Training stopped before the first epoch finished; no model was saved.")
+            best = state["best"]
+            kept, why = verdict(start, best, len(state["history"]), warm_head is not None)
+            if not keep_best:
+                kept, why = "last", "Kept the last epoch (keep_best off)."
+            if kept in ("start", "best"):
+                learn.model.load_state_dict(best["weights"])
+            elif stopped:
                 learn.model.load_state_dict(state["snapshot"])
+            learn.model.to(memory_format=torch.contiguous_format)
+            report = {"start": _public(start), "best_epoch": best["epoch"] if best else None, "kept": kept,
+                      "verdict": why}
             result = _finish(learn, name, items, labels, backbone, size, state["history"], stopped, warnings,
                              params=dict(epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule,
                                          discriminative=discriminative, lr_mult=lr_mult, size=size,
                                          batch_size=batch_size, valid_share=valid_share, augment=augment,
                                          warm_start=warm_head is not None, seed=seed,
-                                         mixed_precision=precision),
-                             save=save and main, progress=progress)
+                                         mixed_precision=precision, keep_best=keep_best),
+                             save=save and main, progress=progress, report=report)
         finally:
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
     result.seconds = time.perf_counter() - t0
@@ -401,7 +486,12 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     return result
 
 
-def _finish(learn, name, items, labels, backbone, size, history, stopped, warnings, params, save, progress):
+def _public(point: dict | None) -> dict | None:
+    return None if point is None else {k: v for k, v in point.items() if k != "weights"}
+
+
+def _finish(learn, name, items, labels, backbone, size, history, stopped, warnings, params, save, progress,
+            report: dict | None = None):
     """Score on the valid split with fastai, then write export.pkl + model.onnx + model.json."""
     from dragonclf.interpret import metrics_from_probs
 
@@ -415,7 +505,10 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
         metrics = metrics_from_probs([], np.zeros((0, len(labels))), labels)
     distributed.detach(learn)  # its callback holds an Accelerator: never pickle it into export.pkl
     mode = "finetune" if b.pretrained else "scratch"
-    result = TrainResult(None, name, backbone, mode, metrics, history, warnings=warnings, stopped_early=stopped)
+    report = report or {}
+    result = TrainResult(None, name, backbone, mode, metrics, history, warnings=warnings, stopped_early=stopped,
+                         start=report.get("start"), best_epoch=report.get("best_epoch"), kept=report.get("kept"),
+                         verdict=report.get("verdict", ""))
     if not save:
         return result
     _report(progress, 1.0, "Exporting the model (fastai export.pkl and ONNX)")
@@ -429,6 +522,8 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
         "created": modelstore.now_iso(), "training_data": items_mod.summary(items), "params": params,
         "history": history, "stopped_early": stopped, "epochs_completed": len(history),
         "files": {"onnx": "model.onnx", "pkl": "export.pkl"}, "warnings": warnings,
+        "start_metrics": report.get("start"), "best_epoch": report.get("best_epoch"), "kept": report.get("kept"),
+        "verdict": report.get("verdict", ""),
     }
     with modelstore.staging(name, model_id) as tmp:
         learn.model.cpu().eval()

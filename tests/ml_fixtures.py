@@ -49,13 +49,17 @@ def photo_items(per_label: int | None = None, labels=None, valid_share: float = 
 
 
 def share_weights(home: Path) -> None:
-    """Point this test home's converted-weights cache at one shared folder (converted once per run)."""
+    """Point this test home's converted-weights and ONNX-body caches at shared folders (made once per run)."""
     shared = Path(os.environ.get("DRAGONCLF_TEST_WEIGHTS", "/tmp/dragonclf-test-weights"))
     shared.mkdir(parents=True, exist_ok=True)
     cache = home / "cache"
     cache.mkdir(exist_ok=True)
     if not (cache / "weights").exists():
         (cache / "weights").symlink_to(shared, target_is_directory=True)
+    onnx = shared.parent / (shared.name + "-onnx")  # the bodies exported to ONNX (onnxbody), once per run too
+    onnx.mkdir(parents=True, exist_ok=True)
+    if not (cache / "onnx").exists():
+        (cache / "onnx").symlink_to(onnx, target_is_directory=True)
 
 
 def install_model(src: Path) -> Path:

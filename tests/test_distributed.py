@@ -100,6 +100,9 @@ def test_two_process_finetune_makes_one_model_and_leaves_the_store_alone(demo_ho
     # Every validation image scored once: the gathered predictions are not duplicated across ranks.
     assert meta["metrics"]["n_valid"] == meta["training_data"]["n_valid"]
     assert out["accuracy"] > 0.5  # 4 classes: chance is 0.25
+    # Scored before training, and never saved worse than that start.
+    assert out["kept"] in ("start", "last") and out["verdict"] and out["best_epoch"] in (0, 1)
+    assert out["accuracy"] >= out["start_accuracy"] - 1e-6
 
     store = Store.open("demo")
     rows = store.images()

@@ -40,7 +40,9 @@ def test_fine_tune_writes_a_complete_listed_model(ml_home):
     meta = json.loads((r.model_dir / "model.json").read_text())
     assert meta["dataset"] == "photos" and meta["mode"] == "finetune" and meta["backbone"] == "efficientnet_lite0"
     assert meta["input_size"] == SIZE and meta["mean"] == [0.5, 0.5, 0.5] and len(meta["history"]) == 2
-    assert meta["metrics"]["accuracy"] == pytest.approx(rows[-1]["accuracy"], abs=1e-6)
+    # The weights kept are the best epoch's on the validation split (0: the warm-started start).
+    kept = r.start if r.best_epoch == 0 else rows[r.best_epoch - 1]
+    assert meta["metrics"]["accuracy"] == pytest.approx(kept["accuracy"], abs=1e-6)
     listed = train.list_models("photos")
     assert [m["id"] for m in listed] == [r.model_dir.name]
     assert listed[0]["metrics"]["accuracy"] == meta["metrics"]["accuracy"] and listed[0]["created"]

@@ -98,6 +98,12 @@ def _result_text(r) -> str:
     acc = m.get("accuracy")
     lines = [f"**{'Stopped' if r.stopped_early else 'Done'}** in {r.seconds:.0f} s: {r.mode} model, {r.backbone}"
              + (f", validation accuracy **{acc:.3f}**" if acc is not None else "")]
+    start = getattr(r, "start", None)
+    if start:
+        lines.append(f"Started from the quick model's head: validation accuracy **{start['accuracy']:.3f}** "
+                     f"before training (epoch 0).")
+    if getattr(r, "verdict", ""):
+        lines.append(("⚠️ " if r.kept == "start" else "") + r.verdict)
     if r.model_dir:
         lines.append(f"Saved as `{r.model_dir.name}`: pick it in Evaluate and Predict.")
     else:

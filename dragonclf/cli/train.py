@@ -93,6 +93,9 @@ def cmd_train(a) -> int:
     r = train(store, a.mode, a.backbone, **kw)
     out = {"model": str(r.model_dir) if r.model_dir else None, "backbone": r.backbone, "mode": r.mode,
            "accuracy": r.metrics["accuracy"], "per_class": r.metrics["per_class"], "seconds": round(r.seconds, 2)}
+    if r.mode != "quick":  # where the fine-tune started, which weights it kept, and why
+        out.update(start_accuracy=(r.start or {}).get("accuracy"), best_epoch=r.best_epoch, kept=r.kept,
+                   verdict=r.verdict)
     if r.warnings:
         out["warnings"] = r.warnings
     if distributed.is_main():  # one answer per run, not one per process
