@@ -5,8 +5,8 @@ splits them 160 train / 40 valid) and 100 held out, never seen by any contender.
 Every contender is one fresh process (fresh DRAGONCLF_HOME, the converted
 backbone weights copied in) timed from launch to the model written:
 
-The converted backbone weights and the body's ONNX export (`cache/weights`,
-`cache/onnx`, made once per install, as pip makes the wheel's files) are copied
+The converted backbone weights and the body's ONNX exports, float32 and int8
+(`cache/weights`, `cache/onnx`: made once per install) are copied
 into every fresh home; everything else each process does itself.
 
 - quick: the CLI as a person runs it, `python -m dragonclf import` then
@@ -53,8 +53,10 @@ CONTENDERS = {
     "ours_default": ("our fine-tune, library defaults", ["ours"]),
     "ours_old": ("our fine-tune, the old CPU defaults (160 px, 3 epochs, lr 1e-3, lr_mult 100)",
                  ["ours", "--size", "160", "--epochs", "3", "--lr", "1e-3", "--lr-mult", "100",
-                  "--extra", '{"keep_best": false}']),
+                  "--extra", '{"keep_best": false, "bn_stats": "train"}']),
     "ours_224": ("our fine-tune at 224 px, 3 epochs", ["ours", "--size", "224", "--epochs", "3"]),
+    "ours_224_bntrain": ("224 px, batch norm statistics updated (fastai's way), best epoch kept",
+                         ["ours", "--size", "224", "--extra", '{"bn_stats": "train"}']),
     "ours_160": ("our fine-tune at 160 px, 3 epochs", ["ours", "--size", "160", "--epochs", "3"]),
     "ours_224_lr3e-4": ("224 px, lr 3e-4", ["ours", "--size", "224", "--lr", "3e-4"]),
     "ours_224_lr3e-3": ("224 px, lr 3e-3", ["ours", "--size", "224", "--lr", "3e-3"]),
@@ -94,11 +96,13 @@ def prepare() -> dict:
         backbones.efficientnet_lite0_weights()
         _, items = items_mod.collect(store)
         split.write_text(json.dumps([[str(it.path), it.label, it.split == "valid"] for it in items]))
-    if not (prep / "cache" / "onnx").is_dir():  # the body as ONNX, exported once per install like the weights
+    if not (prep / "cache" / "onnx" / "efficientnet_lite0-224.int8.onnx").is_file():
+        # The body as ONNX (float32 and int8), exported once per install like the converted weights.
         os.environ["DRAGONCLF_HOME"] = str(prep)
         from dragonclf import onnxbody
 
         onnxbody.ensure_body("efficientnet_lite0", 224)
+        onnxbody.ensure_int8_body("efficientnet_lite0", 224)
     rows = json.loads(split.read_text())
     return {"tree": tree, "split": split, "weights": prep / "cache" / "weights", "n_train": len(train),
             "n_heldout": len(held), "n_store_valid": sum(r[2] for r in rows)}

@@ -91,7 +91,18 @@ def main() -> int:
         def __init__(self, rows):
             self.rows = rows
 
+        busy = False
+
         def after_epoch(self):
+            if Track.busy:  # get_preds runs the epoch callbacks again
+                return
+            Track.busy = True
+            try:
+                self._score()
+            finally:
+                Track.busy = False
+
+        def _score(self):
             training = self.learn.model.training
             v, h = score(self.learn)
             self.learn.model.train(training)

@@ -359,9 +359,16 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
         }
         with modelstore.training_lock(name), modelstore.staging(name, model_id) as tmp:
             if use_onnx_body():
-                from dragonclf import onnxbody
+                from dragonclf import onnxbody, quantize
 
                 onnxbody.write_quick_model(backbone, size, head.weight, head.bias, tmp / "model.onnx")
+                # The int8 body (quantised once per install) with this head: served if as accurate.
+                onnxbody.write_quick_variant(backbone, size, head.weight, head.bias, tmp / quantize.INT8_FILE, True)
+                valid = [items[i] for i in va]
+                a8 = quantize.accuracy(tmp / quantize.INT8_FILE, [it.path for it in valid],
+                                       [it.label for it in valid], labels, size, b.mean, b.std)
+                meta["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
+                meta["files"]["onnx"] = meta["variant"]["onnx"]
             else:
                 modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")
             np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias, labels=np.array(labels))

@@ -102,10 +102,14 @@ def get_body(backbone: str, size: int) -> OrtBody:
 
 def write_quick_model(backbone: str, size: int, weight: np.ndarray, bias: np.ndarray, path: Path) -> None:
     """model.onnx for the quick model: the cached body, then Gemm(weight, bias) and Softmax -> "probs"."""
+    _append_head(ensure_body(backbone, size), weight, bias, path)
+
+
+def _append_head(body: Path, weight: np.ndarray, bias: np.ndarray, path: Path) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(ensure_body(backbone, size)))
+    model = onnx.load(str(body))
     g = model.graph
     emb = g.output[0].name
     g.initializer.extend([numpy_helper.from_array(np.asarray(weight, np.float32), "head_weight"),
@@ -118,3 +122,29 @@ def write_quick_model(backbone: str, size: int, weight: np.ndarray, bias: np.nda
     del g.output[:]
     g.output.append(out)
     onnx.save(model, str(path))
+
+
+def int8_body_path(backbone: str, size: int) -> Path:
+    return config.cache_root() / "onnx" / f"{backbone}-{size}.int8.onnx"
+
+
+def ensure_int8_body(backbone: str, size: int) -> Path:
+    """The body quantised to int8 once, calibrated on 32 of the bundled demo photos (generic natural images)."""
+    path = int8_body_path(backbone, size)
+    if path.is_file():
+        return path
+    from dragonclf import backbones, quantize
+
+    b = backbones.get_backbone(backbone)
+    photos = sorted((config.BUNDLED_DATASETS / config.DEMO_DATASET).rglob("*.jpg"))
+    calib = photos[:: max(1, len(photos) // 32)][:32]
+    quantize.quantize(ensure_body(backbone, size), path, calib, size, b.mean, b.std, input_name="image")
+    return path
+
+
+def write_quick_variant(backbone: str, size: int, weight, bias, path: Path, int8: bool) -> None:
+    """`write_quick_model` on the float32 body, or (int8) on the quantised body: the head stays float32."""
+    if not int8:
+        write_quick_model(backbone, size, weight, bias, path)
+        return
+    _append_head(ensure_int8_body(backbone, size), weight, bias, path)

@@ -21,10 +21,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 
 class Predictor:
-    def __init__(self, model, dataset: str | None = None):
+    def __init__(self, model, dataset: str | None = None, variant: str | None = None):
         """`model`: a model folder (or its id) under the models folder.
 
-        With `dataset`, a model trained on another dataset is refused.
+        With `dataset`, a model trained on another dataset is refused. The graph
+        run is the one model.json's `files.onnx` names (an int8 variant when
+        training found it as accurate, see quantize.py); `variant` "float32" or
+        "int8" asks for one explicitly.
         """
         import onnxruntime as ort
 
@@ -34,9 +37,14 @@ class Predictor:
             raise DragonError(
                 f"Model {self.model_dir.name} was trained on dataset {self.meta.get('dataset')!r}, not {dataset!r}."
             )
-        onnx_path = self.model_dir / "model.onnx"
+        files = self.meta.get("files") or {}
+        name = {"float32": "model.onnx", "int8": "model.int8.onnx"}.get(variant or "", files.get("onnx") or "model.onnx")
+        if "/" in name or "\\" in name or not name.endswith(".onnx"):
+            raise DragonError(f"Model {self.model_dir.name}: model.json names an odd ONNX file {name!r}.")
+        onnx_path = self.model_dir / name
+        self.variant = "int8" if name == "model.int8.onnx" else "float32"
         if not onnx_path.is_file():
-            raise DragonError(f"Model {self.model_dir.name} has no model.onnx; export it again.")
+            raise DragonError(f"Model {self.model_dir.name} has no {name}; export it again.")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
         # No busy-waiting threads: on a shared 2-core machine (here, a free Space) spinning
@@ -119,15 +127,21 @@ _cache: dict[tuple[str, str | None], tuple[float, Predictor]] = {}
 _cache_lock = threading.Lock()
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def load_predictor(model, dataset: str | None = None) -> Predictor:
     """A Predictor reused across calls (the app predicts many times with one model).
 
-    Reloaded when model.json or model.onnx changes on disk.
+    Reloaded when model.json or one of its ONNX files changes on disk.
     """
     folder = modelstore.resolve(model, dataset)
-    try:
-        stamp = max((folder / f).stat().st_mtime for f in ("model.json", "model.onnx"))
-    except FileNotFoundError:
+    stamp = tuple(_mtime(folder / f) for f in ("model.json", "model.onnx", "model.int8.onnx"))
+    if stamp[0] is None or stamp[1] is None:
         return Predictor(folder, dataset)  # raises the clear error for the missing file
     key = (str(folder), dataset)
     with _cache_lock:

@@ -81,15 +81,40 @@ def cuda_likely() -> bool:
 def default_settings(cuda: bool | None = None) -> dict:
     """Starting values for the Train tab and the CLI, sized for the machine.
 
-    Without CUDA (a laptop, a free 2-vCPU Space) small images and few epochs
-    keep a fine-tune to minutes; with a GPU the backbone's full 224 px, bigger
-    batches and more epochs cost seconds.
+    Chosen on the hard set (bench/bench_hard.py, bench/RESULTS.md): the
+    backbone's own 224 px on both, so a fine-tune starts exactly from the quick
+    model (160 px started 4 points lower there and never caught up); 3 epochs
+    on a CPU keep it within plain fastai's time; a GPU affords more epochs and
+    bigger batches (not measured here: no GPU was lent to this work).
     """
     if cuda is None:
         cuda = cuda_likely()
     if cuda:
         return {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
-    return {"device": "cpu", "size": 160, "batch_size": 32, "epochs": 3}
+    return {"device": "cpu", "size": 224, "batch_size": 32, "epochs": 3}
+
+
+# What the CPU settings cost, measured on the hard set (bench/bench_hard.py: 160 training photos,
+# 2 shared CPU cores, one torch thread; see bench/RESULTS.md "Hard set"): whole-process seconds per
+# training image per epoch at 224 px, and held-out accuracy points lost at 160 px against 224 px.
+CPU_SECONDS_PER_IMAGE_EPOCH_224 = 0.55
+POINTS_LOST_AT_160 = 4
+
+
+def setting_note(size: int | None, epochs: int | None, n_train: int | None = None, cuda: bool | None = None) -> str:
+    """One line for the Train tab: what the chosen fine-tune setting costs in time and accuracy on this CPU."""
+    d = default_settings(cuda)
+    size, epochs = int(size or d["size"]), int(epochs or d["epochs"])
+    if d["device"] == "cuda":
+        return f"GPU: {size} px, {epochs} epochs (mixed precision). Times on a GPU were not measured here."
+    n = n_train or 100
+    secs = CPU_SECONDS_PER_IMAGE_EPOCH_224 * (size / 224) ** 2 * n * epochs
+    per = f"~{secs:.0f} s for {n} training images on 2 CPU cores"
+    if size >= 224:
+        return (f"Accurate: {size} px, {epochs} epochs, {per}; starts from the quick model and keeps the best "
+                f"epoch. Fast: 160 px takes about half the time, usually {POINTS_LOST_AT_160} points less.")
+    return (f"Fast: {size} px, {epochs} epochs, {per}; usually {POINTS_LOST_AT_160} or more points less than "
+            f"224 px (measured on a hard photo set) and it starts below the quick model.")
 
 
 @dataclass
@@ -325,6 +350,22 @@ def verdict(start: dict | None, best: dict | None, epochs_done: int, warm: bool)
                     f"from {start['accuracy']:.3f} at the start.")
 
 
+def _frozen_bn_callback():
+    """Batch norm layers stay in eval mode (pretrained running statistics) while the rest trains."""
+    from fastai.callback.core import Callback
+    from torch import nn
+
+    class FrozenBatchNormStats(Callback):
+        order = 1  # after TrainEvalCallback has put the whole model in training mode
+
+        def before_train(self):
+            for m in self.learn.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    return FrozenBatchNormStats()
+
+
 def _fit(learn, n_epochs: int, lr, schedule: str, cbs, pct_start=0.3):
     if n_epochs <= 0:
         return
@@ -383,7 +424,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
               discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
               valid_share: float | None = None, augment: str = "default", warm_start: bool = True, seed: int = 0,
               mixed_precision: str | None = None, progress=None, on_epoch=None, cancel: threading.Event | None = None,
-              save: bool = True, keep_best: bool = True) -> TrainResult:
+              save: bool = True, keep_best: bool = True, bn_stats: str | None = None) -> TrainResult:
     """Train `backbone` on the dataset and save it; returns a TrainResult.
 
     Pretrained backbones: `freeze_epochs` with the body frozen (default 0 with a
@@ -395,6 +436,13 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     before training (with a warm head, that is the quick model at this size) and
     after every epoch; with `keep_best` the best of these weights is saved, the
     start included, and `TrainResult.kept` / `.verdict` say which and why.
+
+    `bn_stats` "frozen" (the default with a warm head) keeps batch norm on the
+    pretrained running statistics while training (its scale and shift still
+    learn); "train" updates them from each batch, fastai's default. Measured on
+    the hard set: batch statistics of 32 photos of one dataset are far from
+    ImageNet's, and the head fitted on the frozen body's embeddings scores a
+    training batch at loss 3.2 with them vs 0.02 without (bench/RESULTS.md).
     """
     import torch
     from fastai.torch_core import set_seed
@@ -432,6 +480,9 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
                 warm_head = features.fit_head(X, y, labels)
         if freeze_epochs is None:
             freeze_epochs = 0 if (warm_head is not None or not b.pretrained) else 1
+        bn_stats = bn_stats or ("frozen" if warm_head is not None else "train")
+        if bn_stats not in ("frozen", "train"):
+            raise DragonError(f"bn_stats must be 'frozen' or 'train', not {bn_stats!r}.")
         if not b.pretrained:
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
@@ -448,6 +499,8 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         state = {"done": 0, "total": max(1, per_epoch * total_epochs), "epoch": 0, "epochs": total_epochs,
                  "history": [], "snapshot": None, "phase": "frozen", "lrs": [], "best": start}
         cbs = [_report_callback_class()(state, progress, on_epoch, cancel)]
+        if bn_stats == "frozen" and b.pretrained:
+            cbs.append(_frozen_bn_callback())
         try:
             with learn.no_bar():
                 if b.pretrained and freeze_epochs:
@@ -477,7 +530,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
                                          discriminative=discriminative, lr_mult=lr_mult, size=size,
                                          batch_size=batch_size, valid_share=valid_share, augment=augment,
                                          warm_start=warm_head is not None, seed=seed,
-                                         mixed_precision=precision, keep_best=keep_best),
+                                         mixed_precision=precision, keep_best=keep_best, bn_stats=bn_stats),
                              save=save and main, progress=progress, report=report)
         finally:
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
@@ -528,6 +581,12 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
     with modelstore.staging(name, model_id) as tmp:
         learn.model.cpu().eval()
         modelstore.export_onnx(learn.model, size, tmp / "model.onnx")
+        from dragonclf import quantize
+
+        # int8 answers faster on a CPU; it is served only if as accurate on the validation split.
+        _report(progress, 1.0, "Quantising the model to int8 and checking it on the validation split")
+        meta["variant"] = quantize.choose_variant(tmp, items, labels, size, mean, std)
+        meta["files"]["onnx"] = meta["variant"]["onnx"]
         learn.dls.cpu()
         learn.export(tmp / "export.pkl")
         modelstore.write_json(tmp / "model.json", meta)

@@ -47,9 +47,24 @@ def test_onnx_matches_fastai_on_the_validation_images(tuned, trained_models):
     with learn.no_bar():
         dl = learn.dls.test_dl([it.path for it in valid])
         ref, _ = learn.get_preds(dl=dl)
-    onnx = Predictor(tuned).probs([it.path for it in valid])
+    onnx = Predictor(tuned, variant="float32").probs([it.path for it in valid])
     np.testing.assert_allclose(onnx, ref.numpy(), atol=2e-3)
     assert (onnx.argmax(1) == ref.numpy().argmax(1)).all()
+
+
+@pytest.mark.parametrize("which", ["quick", "tuned"])
+def test_the_model_folder_says_which_variant_it_serves(which, quick, tuned, trained_models):
+    folder = quick if which == "quick" else tuned
+    meta = json.loads((folder / "model.json").read_text())
+    v = meta["variant"]
+    assert v["variant"] in ("int8", "float32") and v["why"] and set(v["valid_accuracy"]) == {"float32", "int8"}
+    assert meta["files"]["onnx"] == ("model.int8.onnx" if v["variant"] == "int8" else "model.onnx")
+    if v["variant"] == "int8":  # served only when no less accurate on the validation split (1 point)
+        assert v["valid_accuracy"]["int8"] >= v["valid_accuracy"]["float32"] - 0.01
+    assert Predictor(folder).variant == v["variant"]
+    valid = [it.path for it in trained_models["items"] if it.split == "valid"][:12]
+    p8, p32 = Predictor(folder, variant="int8").probs(valid), Predictor(folder, variant="float32").probs(valid)
+    assert np.abs(p8 - p32).mean() < 0.05 and (p8.argmax(1) == p32.argmax(1)).mean() >= 0.9
 
 
 def test_export_pkl_loads_with_plain_load_learner_in_a_fresh_process(tuned, trained_models):
@@ -66,7 +81,7 @@ def test_export_pkl_loads_with_plain_load_learner_in_a_fresh_process(tuned, trai
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    mine = Predictor(tuned).predict_image(item.path)
+    mine = Predictor(tuned, variant="float32").predict_image(item.path)  # the graph fastai's weights became
     assert got["label"] == next(iter(mine))
     meta = json.loads((tuned / "model.json").read_text())
     np.testing.assert_allclose(got["probs"], [mine[lab] for lab in meta["labels"]], atol=2e-3)

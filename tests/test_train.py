@@ -421,7 +421,7 @@ def test_default_settings_are_cpu_sized_without_cuda(monkeypatch, cuda):
     if cuda:
         assert d == {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
     else:
-        assert d == {"device": "cpu", "size": 160, "batch_size": 32, "epochs": 3}
+        assert d == {"device": "cpu", "size": 224, "batch_size": 32, "epochs": 3}
     args = build_parser().parse_args(["train", "--dataset", "demo"])  # the CLI starts from the same values
     assert (args.epochs, args.batch_size) == (d["epochs"], d["batch_size"])
 

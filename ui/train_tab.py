@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from dragonclf import backbones, quotas, train
+from dragonclf.errors import DragonError
 from dragonclf.interpret import plot_history
 from ui.common import model_dropdown_update, stream_work, ui_errors
 from ui.people import me, open_store
@@ -118,6 +119,16 @@ def _result_text(r) -> str:
     return "\n".join(lines)
 
 
+def tradeoff_note(name, size, epochs) -> str:
+    """The chosen setting's cost, sized to the dataset's training images when it has any."""
+    n = None
+    try:
+        n = sum(1 for r in open_store(name).images() if r.split == "train") if name else None
+    except DragonError:  # no such dataset (yet), or not this person's: the note uses a round 100 images
+        n = None
+    return train.setting_note(size, epochs, n_train=n or None)
+
+
 def stop(cancel):
     """Stop a running training; with none running, say so (the status keeps the last result)."""
     if cancel is None or cancel.is_set():
@@ -181,6 +192,7 @@ def build(bar) -> None:
                                        elem_id="train-batch-size")
                 valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
             augment = gr.Dropdown(list(AUGMENTS), value="default", label="Augmentation")
+            tradeoff = gr.Markdown(train.setting_note(defaults["size"], defaults["epochs"]), elem_id="train-tradeoff")
             with gr.Row():
                 start_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -211,4 +223,5 @@ def build(bar) -> None:
     lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [cancel, lr_plot, lr, lr_status],
                  api_name="lr_find", concurrency_id="train", show_progress_on=lr_status)
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
-
+    for field in (size, epochs):
+        field.change(tradeoff_note, [bar.dataset, size, epochs], tradeoff, api_visibility="private")
