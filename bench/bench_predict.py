@@ -35,7 +35,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1, help="passes over the 100 held-out photos")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch threads for learn.predict (default 1: two threads wait on each other on a loaded "
+                         "2-core machine; 0 leaves torch's default)")
     a = ap.parse_args()
+    if a.torch_threads:
+        import torch
+
+        torch.set_num_threads(a.torch_threads)
     from bench_hard import fresh_home, prepare
 
     prep = prepare()
@@ -108,7 +115,7 @@ def main() -> int:
     lines = [f"Hard set, quick model (EfficientNet-Lite0, 224 px) served four ways; {len(paths)} held-out photos x "
              f"{a.rounds} round(s), one at a time, file path to label, contenders interleaved per photo; "
              f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; int8 quantisation "
-             f"(32 calibration photos) took {quant_s:.1f} s. Command: `bench/bench_predict.py "
+             f"(32 calibration photos) took {quant_s:.1f} s; torch threads {a.torch_threads or 'default'}. Command: `bench/bench_predict.py "
              f"{' '.join(sys.argv[1:])}`.", "",
              "| predictor | p50 | p95 | vs `learn.predict` at p50 | held-out accuracy |", "|---|---|---|---|---|"]
     out = {}

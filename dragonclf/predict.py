@@ -53,14 +53,14 @@ class Predictor:
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=_providers(ort))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own non-exported error types
-            raise DragonError(f"Model {self.model_dir.name}: model.onnx is corrupt or unreadable ({e}).") from e
+            raise DragonError(f"Model {self.model_dir.name}: {name} is corrupt or unreadable ({e}).") from e
         self.labels = list(self.meta["labels"])
         self.size = int(self.meta["input_size"])
         self.mean, self.std = self.meta["mean"], self.meta["std"]
         self.input_name = self.session.get_inputs()[0].name
         n_out = self.session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.labels):
-            raise DragonError(f"Model {self.model_dir.name}: model.onnx has {n_out} outputs but model.json {len(self.labels)} labels.")
+            raise DragonError(f"Model {self.model_dir.name}: {name} has {n_out} outputs but model.json {len(self.labels)} labels.")
 
     def preprocess(self, src, flip: bool = False) -> np.ndarray:
         img = load_image(src, draft=self.size)

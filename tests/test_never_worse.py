@@ -33,15 +33,16 @@ def test_a_harmful_learning_rate_keeps_the_starting_weights_and_says_so(ml_home)
     head = features.fit_head(features.embed(train_items, size=SIZE), [it.label for it in train_items], meta["labels"])
     valid = [it for it in items if it.split == "valid"]
     quick = head.probs(features.embed(valid, size=SIZE))
-    saved = Predictor(r.model_dir).probs([it.path for it in valid])
+    saved = Predictor(r.model_dir, variant="float32").probs([it.path for it in valid])
     assert np.abs(saved - quick).max() < 1e-3
 
 
-def test_better_prefers_accuracy_then_loss():
+def test_better_needs_no_lower_accuracy_and_a_lower_loss():
     best = {"epoch": 0, "accuracy": 0.8, "valid_loss": 0.5}
-    assert train.better({"accuracy": 0.85, "valid_loss": 0.9}, best)
-    assert not train.better({"accuracy": 0.75, "valid_loss": 0.1}, best)
+    assert train.better({"accuracy": 0.85, "valid_loss": 0.45}, best)
     assert train.better({"accuracy": 0.8, "valid_loss": 0.4}, best)
+    assert not train.better({"accuracy": 0.85, "valid_loss": 0.9}, best)  # more confident mistakes: not progress
+    assert not train.better({"accuracy": 0.75, "valid_loss": 0.1}, best)
     assert not train.better({"accuracy": 0.8, "valid_loss": 0.5}, best)  # a tie keeps the earlier
     assert not train.better({"accuracy": 0.9, "valid_loss": float("nan")}, best)  # a diverged epoch never wins
     assert train.better({"accuracy": 0.1, "valid_loss": 3.0}, None)
@@ -55,3 +56,13 @@ def test_verdict_names_the_kept_epoch():
     assert kept == "last" and "0.900" in text
     kept, text = train.verdict(start, start, 3, warm=True)
     assert kept == "start" and "quick model" in text
+
+
+def test_the_train_tab_note_says_what_the_fast_setting_costs():
+    accurate = train.setting_note(224, 3, n_train=160, cuda=False)
+    fast = train.setting_note(160, 3, n_train=160, cuda=False)
+    assert accurate.startswith("Accurate: 224 px") and "Fast: 160 px" in accurate and "points less" in accurate
+    assert fast.startswith("Fast: 160 px") and "points less" in fast
+    seconds = [int(x.split("~")[1].split(" s")[0]) for x in (accurate, fast)]
+    assert seconds[0] > seconds[1]  # the accurate setting costs more time
+    assert "not measured" in train.setting_note(224, 5, cuda=True)

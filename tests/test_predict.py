@@ -127,11 +127,12 @@ def test_batch_prediction_over_a_folder_reports_bad_files(quick, trained_models,
 
 
 def test_missing_or_corrupt_model_files(quick):
-    (quick / "model.onnx").write_bytes(b"garbage")
+    served = json.loads((quick / "model.json").read_text())["files"]["onnx"]  # model.onnx or model.int8.onnx
+    (quick / served).write_bytes(b"garbage")
     with pytest.raises(DragonError, match="corrupt"):
         Predictor(quick)
-    (quick / "model.onnx").unlink()
-    with pytest.raises(DragonError, match="no model.onnx"):
+    (quick / served).unlink()
+    with pytest.raises(DragonError, match=f"no {served}"):
         Predictor(quick)
     (quick / "model.json").write_text("{ not json")
     with pytest.raises(DragonError, match="corrupt"):
