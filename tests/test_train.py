@@ -445,7 +445,7 @@ def test_the_train_tab_offers_larger_defaults_on_a_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with gr.Blocks() as demo:
-        train_tab.build(SimpleNamespace(dataset=gr.Dropdown(["demo"], value="demo")))
+        train_tab.build(SimpleNamespace(dataset=gr.Dropdown(["demo"], value="demo"), trainings=[], model_lists=[]))
     by_label = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Number)}
     assert by_label["Epochs"].value == 5
     assert by_label["Image size (px)"].value == 224 and by_label["Batch size"].value == 64
