@@ -223,5 +223,5 @@ def build(bar) -> None:
     lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [cancel, lr_plot, lr, lr_status],
                  api_name="lr_find", concurrency_id="train", show_progress_on=lr_status)
     preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
-    for field in (size, epochs):
+    for field in (bar.dataset, size, epochs):  # sized to the chosen dataset's training images
         field.change(tradeoff_note, [bar.dataset, size, epochs], tradeoff, api_visibility="private")
