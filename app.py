@@ -28,17 +28,18 @@ with gr.Blocks(title="dragonclf: your own image classifier", delete_cache=(600, 
     panel = access_panel.build(bar)
     import importlib
 
-    for name in TABS:
-        try:
-            tab = importlib.import_module(f"ui.{name}_tab")
-        except ModuleNotFoundError as e:
-            if e.name != f"ui.{name}_tab":
-                raise
-            with gr.Tab(name.capitalize()):
-                gr.Markdown("Coming soon.")
-            continue
-        with gr.Tab(tab.TITLE, id=name, elem_id=f"tab-{name}"):
-            tab.build(bar)
+    with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in sight, on two rows
+        for name in TABS:
+            try:
+                tab = importlib.import_module(f"ui.{name}_tab")
+            except ModuleNotFoundError as e:
+                if e.name != f"ui.{name}_tab":
+                    raise
+                with gr.Tab(name.capitalize()):
+                    gr.Markdown("Coming soon.")
+                continue
+            with gr.Tab(tab.TITLE, id=name, elem_id=f"tab-{name}"):
+                tab.build(bar)
     bar.wire_model_lists(demo)
     demo.load(access_panel.whoami, None, [panel.who, panel.admin, panel.quotas], api_visibility="private")
     demo.load(dataset_bar.dataset_choices, bar.dataset, bar.dataset, api_visibility="private")

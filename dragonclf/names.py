@@ -67,6 +67,11 @@ def is_doc(name: str) -> bool:
     return name.split(".")[0].upper() in _DOC_STEMS or name.lower() in _OWN_FILES
 
 
+def dataset_folder_name(display: str) -> str:
+    """A name as people type it ("fish vs tools") -> its folder name ("fish-vs-tools"), checked."""
+    return check_dataset_name(re.sub(r"\s+", "-", (display or "").strip()))
+
+
 def check_dataset_name(name: str) -> str:
     """Dataset names are folder names already: letters, digits, '_', '-', '.'."""
     name = (name or "").strip()

@@ -276,3 +276,35 @@ def test_the_lr_finder_in_the_browser_shows_its_plot_whole_and_stop_stops_it(pag
     page.wait_for_selector("#lr-status:has-text('Suggested')", timeout=180_000)
     assert page.input_value("#train-lr textarea, #train-lr input") != ""
     page.locator("#lr-plot").screenshot(path=str(ARTIFACTS / "lr-plot.png"))
+
+
+def test_dataset_names_with_spaces_existing_names_and_captions(page, photo_files):
+    page.fill("#new-dataset input, #new-dataset textarea", "fish vs tools")
+    page.click("#create-dataset")
+    page.wait_for_selector("#dataset-message:has-text('fish-vs-tools')")
+    assert Store.open("fish-vs-tools").labels() == []
+    page.fill("#new-dataset input, #new-dataset textarea", "demo")
+    page.click("#create-dataset")
+    page.wait_for_selector("#dataset-message:has-text('already exists')")
+    # captions name the picture (its file name or web address), not its content hash
+    small_dataset("fish-vs-tools", photo_files, per_label=3)
+    select_dataset(page, "fish-vs-tools")
+    page.click("#images-accordion >> text=Images and import")
+    page.wait_for_selector("#label-gallery img")
+    captions = page.inner_text("#label-gallery")
+    assert photo_files["fishes"][0].name in captions or photo_files["fishes"][2].name in captions, captions
+    assert not re.search(r"[0-9a-f]{16}", captions), captions
+
+
+def test_on_a_phone_nothing_is_wider_than_the_screen(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    reload(page)
+    for tab in ("Train", "Evaluate"):
+        open_tab(page, tab)
+        page.wait_for_timeout(300)
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=str(ARTIFACTS / f"phone-{tab}.png"), full_page=True)
+        assert wide <= 391, (tab, wide)
+        hidden = page.evaluate("""[...document.querySelectorAll('button[role=tab]')]
+            .filter(b => b.offsetParent && b.getBoundingClientRect().right > window.innerWidth).length""")
+        assert hidden == 0, (tab, hidden)

@@ -57,7 +57,9 @@ def test_emptied_trash_is_no_longer_served_whoever_emptied_it(app_url, client, h
 
     demo = Store.open("demo")
     gallery = client.predict("demo", "tools", api_name="/label_gallery")
-    urls = {item["caption"].split(" ")[0]: item["image"]["url"] for item in gallery[:2]}
+    # a served file is named <folder hash>-<image id>.jpg (captions name the picture, not its id)
+    urls = {item["image"]["url"].rsplit("/", 1)[-1].split("-", 1)[1].rsplit(".", 1)[0]: item["image"]["url"]
+            for item in gallery[:2]}
     (first, url1), (second, url2) = urls.items()
     assert http_status(url1) == 200 and http_status(url2) == 200
     demo.trash([first])

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import gradio as gr
 
 from dragonclf import access, config, quotas
 from dragonclf.importer import import_files, import_path
+from dragonclf.errors import DragonError
+from dragonclf.names import dataset_folder_name
 from dragonclf.store import list_datasets
 from ui.common import model_dropdown_update, servable, ui_errors
 from ui.people import me, open_store
@@ -31,6 +34,13 @@ def counts_markdown(name: str) -> str:
         extra.append(f"{s['conflicts']} label conflicts")
     total = sum(s["labels"].values())
     return f"{total} images: {rows}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def caption(r) -> str:
+    """What a person knows a picture by: its title or file name, and the site it came from."""
+    name = Path(urlparse(r.source).path).name if r.source else ""
+    site = urlparse(r.page_url or r.image_url or "").hostname
+    return " · ".join(x for x in (r.title or name or r.origin or "", site) if x)
 
 
 @ui_errors(say=0, of=5)
@@ -63,14 +73,22 @@ def gallery_page(name: str, label: str | None, text: str, page: float | None):
         return [], 1, ""
     number = max(1, int(page or 1))
     found = open_store(name).page(label=label, text=text, offset=(number - 1) * GALLERY_MAX, limit=GALLERY_MAX)
-    shown = [(servable(r.path), f"{r.id} · {r.origin or ''}") for r in found.rows]
+    shown = [(servable(r.path), caption(r)) for r in found.rows]
     return shown, found.number, found.describe() + (f" matching {text.strip()!r}" if (text or "").strip() else "")
 
 
-@ui_errors
+@ui_errors(say=2, of=3)
 def create(name: str):
-    store = access.create_dataset(me(), name)
-    return gr.update(choices=access.visible(me()), value=store.name), ""
+    """Make a dataset (spaces become '-' in its folder name); an existing name is said, then picked."""
+    if not (name or "").strip():
+        raise DragonError("Type a name for the new dataset first.")
+    folder = dataset_folder_name(name)
+    if folder in access.visible(me()):
+        return gr.update(value=folder), "", f"A dataset named **{folder}** already exists: it is now selected."
+    store = access.create_dataset(me(), folder)
+    note = f"Created **{store.name}**." + (f" (Folder names cannot hold spaces: {name.strip()!r} is stored as "
+                                          f"{store.name!r}.)" if store.name != name.strip() else "")
+    return gr.update(choices=access.visible(me()), value=store.name), "", note
 
 
 @ui_errors(say=0, of=2)
@@ -166,6 +184,7 @@ def build() -> DatasetBar:
     note = storage_note()
     if note:
         gr.Markdown(note)
+    message = gr.Markdown(elem_id="dataset-message")
     counts = gr.Markdown(elem_id="dataset-counts")
     with gr.Accordion("Images and import", open=False, elem_id="images-accordion"):
         with gr.Row():
@@ -200,7 +219,7 @@ def build() -> DatasetBar:
                     api_visibility="private")
     next_page.click(lambda d, lab, t, n: gallery_page(d, lab, t, (n or 1) + 1), [dataset, label, text, page], shown,
                     api_visibility="private")
-    bar.refresh_after(create_btn.click(create, new_name, [dataset, new_name], api_name="create_dataset"))
+    bar.refresh_after(create_btn.click(create, new_name, [dataset, new_name, message], api_name="create_dataset"))
     bar.refresh_after(import_btn.click(import_uploads, [dataset, files, up_label], [import_result, files],
                                        api_name="import_files"))
     bar.refresh_after(rescan_btn.click(rescan, dataset, import_result, api_name="rescan"))

@@ -54,24 +54,26 @@ def mistakes_note(ev) -> str:
 def build(bar) -> None:
     with gr.Row():
         model = gr.Dropdown([], label="Model", scale=3, allow_custom_value=True, elem_id="eval-model")
-        tta = gr.Checkbox(False, label="Test-time augmentation (mirror)", scale=1)
+        tta = gr.Checkbox(False, label="Mirror test (TTA)", scale=1, min_width=140)
         refresh_btn = gr.Button("↻ Models", scale=0)
         run_btn = gr.Button("Evaluate", variant="primary", scale=1, elem_id="eval-run")
     summary = gr.Markdown(elem_id="eval-summary")
     with gr.Row():
         cm_plot = gr.Plot(label="Confusion matrix", elem_id="eval-cm")
         with gr.Column():
-            per_class = gr.Dataframe(label="Per class", interactive=False, elem_id="eval-per-class")
-            confused = gr.Dataframe(label="Most confused", interactive=False)
-    numbers = gr.Dataframe(label="Confusion matrix (counts)", interactive=False)
-    with gr.Tab("Top losses"):
-        losses = gr.Gallery(columns=6, height=320, elem_id="eval-top-losses")
-    with gr.Tab("Most uncertain"):
-        uncertain = gr.Gallery(columns=6, height=320)
-    with gr.Tab("Wrong"):
-        wrong = gr.Gallery(columns=6, height=320, label="Wrong", elem_id="eval-wrong")
-    with gr.Tab("Right"):
-        right = gr.Gallery(columns=6, height=320)
+            per_class = gr.Dataframe(headers=["class", "precision", "recall", "f1", "support"], label="Per class",
+                                     interactive=False, elem_id="eval-per-class")
+            confused = gr.Dataframe(headers=["actual", "predicted", "count"], label="Most confused", interactive=False)
+    numbers = gr.Dataframe(headers=["actual \\ predicted"], label="Confusion matrix (counts)", interactive=False)
+    with gr.Tabs(overflow_behavior="wrap"):
+        with gr.Tab("Top losses"):
+            losses = gr.Gallery(columns=6, height=320, elem_id="eval-top-losses")
+        with gr.Tab("Most uncertain"):
+            uncertain = gr.Gallery(columns=6, height=320)
+        with gr.Tab("Wrong"):
+            wrong = gr.Gallery(columns=6, height=320, label="Wrong", elem_id="eval-wrong")
+        with gr.Tab("Right"):
+            right = gr.Gallery(columns=6, height=320)
 
     outputs = [summary, cm_plot, numbers, per_class, confused, losses, uncertain, wrong, right]
     run_btn.click(evaluate, [bar.dataset, model, tta], outputs, api_name="evaluate", concurrency_limit=2)
