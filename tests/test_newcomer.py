@@ -288,6 +288,7 @@ def test_dataset_names_with_spaces_existing_names_and_captions(page, photo_files
     page.wait_for_selector("#dataset-message:has-text('already')")  # said, not a silent switch
     # captions name the picture (its file name or web address), not its content hash
     small_dataset("fish-vs-tools", photo_files, per_label=3)
+    reload(page)  # the page opens on the demo again; picking the dataset refreshes its view
     select_dataset(page, "fish-vs-tools")
     page.click("#images-accordion >> text=Images and import")
     page.wait_for_selector("#label-gallery img")
