@@ -363,11 +363,16 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
 
                 onnxbody.write_quick_model(backbone, size, head.weight, head.bias, tmp / "model.onnx")
                 # The int8 body (quantised once per install) with this head: served if as accurate.
-                onnxbody.write_quick_variant(backbone, size, head.weight, head.bias, tmp / quantize.INT8_FILE, True)
                 valid = [items[i] for i in va]
-                a8 = quantize.accuracy(tmp / quantize.INT8_FILE, [it.path for it in valid],
-                                       [it.label for it in valid], labels, size, b.mean, b.std)
-                meta["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
+                try:
+                    onnxbody.write_quick_variant(backbone, size, head.weight, head.bias, tmp / quantize.INT8_FILE,
+                                                 True)
+                    a8 = quantize.accuracy(tmp / quantize.INT8_FILE, [it.path for it in valid],
+                                           [it.label for it in valid], labels, size, b.mean, b.std)
+                    meta["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
+                except DragonError as e:
+                    meta["variant"] = {"onnx": "model.onnx", "variant": "float32", "why": str(e),
+                                       "valid_accuracy": {"float32": metrics["accuracy"], "int8": None}}
                 meta["files"]["onnx"] = meta["variant"]["onnx"]
             else:
                 modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")

@@ -138,6 +138,10 @@ def ensure_int8_body(backbone: str, size: int) -> Path:
     b = backbones.get_backbone(backbone)
     photos = sorted((config.BUNDLED_DATASETS / config.DEMO_DATASET).rglob("*.jpg"))
     calib = photos[:: max(1, len(photos) // 32)][:32]
+    if not calib:
+        from dragonclf.errors import DragonError
+
+        raise DragonError("No bundled demo photos to calibrate an int8 body with; serving float32.")
     quantize.quantize(ensure_body(backbone, size), path, calib, size, b.mean, b.std, input_name="image")
     return path
 
