@@ -169,6 +169,12 @@ class DuckDuckGo:
                 break
         return results[:max_results]
 
+    @classmethod
+    def reset_pace(cls) -> None:
+        """Forget when the last query went out: the next one goes at once."""
+        with cls._pace_lock:
+            DuckDuckGo._last_query = 0.0
+
     def _pace(self):
         with DuckDuckGo._pace_lock:
             wait = DuckDuckGo._last_query + self.min_interval - time.monotonic()

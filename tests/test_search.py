@@ -198,7 +198,7 @@ def test_queries_are_spaced_out(fake_ddgs):
     fake_ddgs.script = [raw(1), [], raw(1, 5), []]
     sleeps = []
     e = DuckDuckGo(min_interval=5, sleep=sleeps.append)
-    search.DuckDuckGo._last_query = 0.0
+    DuckDuckGo.reset_pace()
     e.images("a", max_results=10, filters=Filters())
     e.images("b", max_results=10, filters=Filters())
     assert len(sleeps) == 3 and all(0 < s <= 5 for s in sleeps)
