@@ -271,7 +271,7 @@ def top_loss_suspects(store: Store, k: int = 30, progress=None) -> list[dict]:
     ev = interpret.evaluate(model["path"], store, split="valid", progress=progress)
     rows = {r.id: r for r in store.images()}
     out = []
-    for rec in interpret.top_losses(ev, k=len(ev.actual)):
+    for rec in ev.top_losses(k=len(ev.actual)):
         row = rows.get(rec["id"])
         if row is None or row.kept or rec["p_actual"] >= 0.5:
             continue
@@ -466,7 +466,7 @@ def cell_images(store: Store, model, actual: str, predicted: str) -> list[dict]:
             raise DragonError(f"label {name!r} is not one of the model's labels ({', '.join(ev.labels)})")
     rows = {r.id: r for r in store.images()}
     out = []
-    for rec in interpret.cell_images(ev, actual, predicted):
+    for rec in ev.cell_images(actual, predicted):
         row = rows.get(rec["id"])
         if row is None:
             continue

@@ -71,6 +71,17 @@ class CollectReport:
     notes: list[str] = field(default_factory=list)  # e.g. a search given up after others had results
     items: list[CollectItem] = field(default_factory=list)
 
+    def tally(self, outcome: str, reason: str | None = None) -> None:
+        """Count one stored-or-refused outcome (added, duplicate, conflict, refused)."""
+        if outcome == "added":
+            self.stored += 1
+        elif outcome == "duplicate":
+            self.duplicates += 1
+        elif outcome == "conflict":
+            self.conflicts += 1
+        elif outcome == "refused":
+            self.refused[reason or "unreadable"] += 1
+
     def as_dict(self, items: bool = False) -> dict:
         """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`, `notes`).
 
@@ -301,14 +312,7 @@ def _record_fetch_failure(store, c, result: FetchResult, report, finish) -> None
 def _record_ingest(store, c, fetched: FetchResult, res, report, finish) -> None:
     item = CollectItem(c.url, res.outcome, res.reason, res.detail, res.image_id,
                        seconds=fetched.seconds, **_meta(c))
-    if res.outcome == "added":
-        report.stored += 1
-    elif res.outcome == "duplicate":
-        report.duplicates += 1
-    elif res.outcome == "conflict":
-        report.conflicts += 1
-    else:
-        report.refused[res.reason or "unreadable"] += 1
+    report.tally(res.outcome if res.outcome in ("added", "duplicate", "conflict") else "refused", res.reason)
     item.path = str(res.path) if res.path else None
     store.mark_url(c.url, res.outcome, res.reason)
     finish(item)

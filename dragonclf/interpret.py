@@ -84,12 +84,44 @@ class Evaluation:
     def metrics(self) -> dict:
         return metrics_from_probs(self.actual, self.probs, self.labels)
 
-    def _record(self, i: int) -> dict:
+    def record(self, i: int) -> dict:
+        """Image `i`: id, path, actual and predicted label, top probability, p(actual), loss."""
         a = self.labels.index(self.actual[i])
         p = self.probs[i]
         return {"id": self.ids[i], "path": str(self.paths[i]), "actual": self.actual[i],
                 "predicted": self.predicted[i], "probability": float(p.max()),
                 "p_actual": float(p[a]), "loss": float(-np.log(max(p[a], EPS)))}
+
+    def top_losses(self, k: int = 9) -> list[dict]:
+        """The k images the model got most wrong (highest cross-entropy), worst first."""
+        recs = [self.record(i) for i in range(len(self.actual))]
+        return sorted(recs, key=lambda r: r["loss"], reverse=True)[:k]
+
+    def most_uncertain(self, k: int = 9) -> list[dict]:
+        """Images closest to the decision boundary: smallest gap between the top two probabilities."""
+        if self.probs.shape[1] < 2:
+            return []
+        top2 = np.sort(self.probs, axis=1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        return [dict(self.record(int(i)), margin=float(margin[i])) for i in np.argsort(margin)[:k]]
+
+    def samples(self, correct: bool, k: int = 9, seed: int = 0) -> list[dict]:
+        """A random sample of correctly (or wrongly) classified images with their probabilities."""
+        idx = [i for i in range(len(self.actual)) if (self.actual[i] == self.predicted[i]) == correct]
+        random.Random(seed).shuffle(idx)
+        return [self.record(i) for i in idx[:k]]
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(actual, predicted, count) off the diagonal, most frequent first."""
+        cm = self.confusion
+        pairs = [(self.labels[i], self.labels[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
+                 if i != j and cm[i, j] >= min_count]
+        return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))
+
+    def cell_images(self, actual: str, predicted: str) -> list[dict]:
+        """The images in one confusion-matrix cell (Clean reviews these)."""
+        return [self.record(i) for i in range(len(self.actual))
+                if self.actual[i] == actual and self.predicted[i] == predicted]
 
 
 def evaluate(model, store_or_rows, dataset: str | None = None, split: str = "valid", tta: bool = False,
@@ -117,41 +149,6 @@ def evaluate(model, store_or_rows, dataset: str | None = None, split: str = "val
     probs = np.pad(probs, ((0, 0), (0, len(extra))))
     return Evaluation(pred.model_dir, labels + extra, [it.id for it in chosen], [it.path for it in chosen],
                       [it.label for it in chosen], probs, tta)
-
-
-def top_losses(ev: Evaluation, k: int = 9) -> list[dict]:
-    """The k images the model got most wrong (highest cross-entropy), worst first."""
-    recs = [ev._record(i) for i in range(len(ev.actual))]
-    return sorted(recs, key=lambda r: r["loss"], reverse=True)[:k]
-
-
-def most_uncertain(ev: Evaluation, k: int = 9) -> list[dict]:
-    """Images closest to the decision boundary: smallest gap between the top two probabilities."""
-    if ev.probs.shape[1] < 2:
-        return []
-    top2 = np.sort(ev.probs, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    return [dict(ev._record(int(i)), margin=float(margin[i])) for i in np.argsort(margin)[:k]]
-
-
-def samples(ev: Evaluation, correct: bool, k: int = 9, seed: int = 0) -> list[dict]:
-    """A random sample of correctly (or wrongly) classified images with their probabilities."""
-    idx = [i for i in range(len(ev.actual)) if (ev.actual[i] == ev.predicted[i]) == correct]
-    random.Random(seed).shuffle(idx)
-    return [ev._record(i) for i in idx[:k]]
-
-
-def most_confused(ev: Evaluation, min_count: int = 1) -> list[tuple[str, str, int]]:
-    """(actual, predicted, count) off the diagonal, most frequent first."""
-    cm = ev.confusion
-    pairs = [(ev.labels[i], ev.labels[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
-             if i != j and cm[i, j] >= min_count]
-    return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))
-
-
-def cell_images(ev: Evaluation, actual: str, predicted: str) -> list[dict]:
-    """The images in one confusion-matrix cell (Clean reviews these)."""
-    return [ev._record(i) for i in range(len(ev.actual)) if ev.actual[i] == actual and ev.predicted[i] == predicted]
 
 
 # ---- figures ---------------------------------------------------------------

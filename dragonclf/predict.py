@@ -123,6 +123,7 @@ def predict(model, sources, dataset: str | None = None) -> list[dict]:
     return Predictor(model, dataset).predict_paths(sources)
 
 
+CACHED_MODELS = 8  # models kept loaded by load_predictor (an ONNX session each)
 _cache: dict[tuple[str, str | None], tuple[float, Predictor]] = {}
 _cache_lock = threading.Lock()
 
@@ -148,5 +149,8 @@ def load_predictor(model, dataset: str | None = None) -> Predictor:
         hit = _cache.get(key)
         if hit is None or hit[0] != stamp:
             hit = (stamp, Predictor(folder, dataset))
+            _cache.pop(key, None)
+            while len(_cache) >= CACHED_MODELS:
+                _cache.pop(next(iter(_cache)))  # the least recently loaded
             _cache[key] = hit
         return hit[1]

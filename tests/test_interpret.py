@@ -64,23 +64,23 @@ def test_evaluation_of_a_saved_model(evaluation, trained_models):
 
 def test_top_losses_uncertain_samples_and_confused_pairs(evaluation):
     ev = evaluation
-    top = interpret.top_losses(ev, k=5)
+    top = ev.top_losses(k=5)
     assert [t["loss"] for t in top] == sorted((t["loss"] for t in top), reverse=True)
     for t in top:
         assert t["loss"] == pytest.approx(-np.log(max(t["p_actual"], 1e-7)), rel=1e-5)
         assert set(t) >= {"id", "path", "actual", "predicted", "loss", "probability"}
-    all_losses = sorted((r["loss"] for r in interpret.top_losses(ev, k=10_000)), reverse=True)
+    all_losses = sorted((r["loss"] for r in ev.top_losses(k=10_000)), reverse=True)
     assert [t["loss"] for t in top] == pytest.approx(all_losses[:5])
-    unsure = interpret.most_uncertain(ev, k=4)
+    unsure = ev.most_uncertain(k=4)
     assert [u["margin"] for u in unsure] == sorted(u["margin"] for u in unsure)
-    assert all(r["actual"] == r["predicted"] for r in interpret.samples(ev, correct=True, k=5))
-    wrong = interpret.samples(ev, correct=False, k=100)
+    assert all(r["actual"] == r["predicted"] for r in ev.samples(correct=True, k=5))
+    wrong = ev.samples(correct=False, k=100)
     assert all(r["actual"] != r["predicted"] for r in wrong)
     assert len(wrong) == int(ev.confusion.sum() - np.trace(ev.confusion))
-    pairs = interpret.most_confused(ev)
+    pairs = ev.most_confused()
     assert sum(n for _, _, n in pairs) == len(wrong)
     for a, p, n in pairs:
-        assert len(interpret.cell_images(ev, a, p)) == n
+        assert len(ev.cell_images(a, p)) == n
 
 
 def test_tta_and_figures(evaluation, trained_models):
@@ -90,7 +90,7 @@ def test_tta_and_figures(evaluation, trained_models):
     assert tta.tta and not np.allclose(tta.probs, ev.probs)
     for fig in (interpret.plot_confusion_matrix(ev.confusion, ev.labels),
                 interpret.plot_confusion_matrix(ev.confusion, ev.labels, normalize=True),
-                interpret.plot_records(interpret.top_losses(ev, 4), "Top losses"),
+                interpret.plot_records(ev.top_losses(4), "Top losses"),
                 interpret.plot_history([{"epoch": 1, "train_loss": 1.0, "valid_loss": 0.8},
                                         {"epoch": 2, "train_loss": 0.5, "valid_loss": 0.6}])):
         assert isinstance(fig, Figure) and fig.axes

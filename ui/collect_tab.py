@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 
 import gradio as gr
@@ -10,7 +9,7 @@ import gradio as gr
 from dragonclf import quotas
 from dragonclf.collect import CollectReport, collect_classes, combine
 from dragonclf.search import query_variations, split_queries
-from ui.common import log, servable, ui_errors
+from ui.common import log, servable, stream_work, ui_errors
 from ui.people import me, open_store, sign_in
 
 TITLE = "Collect"
@@ -131,74 +130,41 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
     cancel = threading.Event()
     filters = {"safesearch": quotas.safesearch(who, safesearch, sign_in().public), "size": size or None, "type_image": type_image or None,
                "layout": layout or None, "license_image": license_image or None}
-    events: queue.Queue = queue.Queue()
-    result: dict = {}
 
-    def work():
-        try:
-            result["reports"] = collect_classes(
-                store, classes, int(per_class), filters=filters, cancel=cancel,
-                progress=lambda f, m: events.put(("progress", f, m)),
-                on_item=lambda label, item: events.put(("item", label, item)))
-        except Exception as e:  # noqa: BLE001 - handed to the UI thread, which shows it
-            result["error"] = e
-        finally:
-            events.put(("done", None, None))
+    def work(report, emit):
+        return collect_classes(store, classes, int(per_class), filters=filters, cancel=cancel, progress=report,
+                               on_item=lambda label, item: emit((label, item)))
 
     labels = [label for label, _ in classes]
     note = _gallery_note(labels) + (f"\n\n{quota_note}" if quota_note else "")
     shown: dict[str, list] = {label: [] for label in labels}  # label -> [(order, file, caption)]
-    worker = threading.Thread(target=work, daemon=True, name="collect")
-    worker.start()
     running = labels[0]
     live = {label: CollectReport(label) for label in labels}  # counts as items arrive; the reports replace them
     seq = 0  # arrival order: each gallery shows the newest first
-    try:
-        yield [cancel, _summary([live[labels[0]]], running) + note] + _galleries(labels, shown)
-        done = False
-        while not done:
-            try:
-                kind, a, b = events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            batch = [(kind, a, b)]
-            while not events.empty():  # drain: one UI update per burst
-                batch.append(events.get_nowait())
-            for kind, a, b in batch:
-                if kind == "progress":
-                    progress(a, desc=b)
-                    running = labels[min(int(a * len(labels)), len(labels) - 1)]  # each class has an equal share
-                elif kind == "item":
-                    _count(live[a], b)
-                    if b.outcome == "added" and b.path:
-                        try:
-                            picture = servable(b.path)
-                        except OSError as e:  # moved or trashed meanwhile: it is stored all the same
-                            log.warning("not showing %s in the Collect gallery: %s", b.path, e)
-                            continue
-                        seq += 1
-                        shown[a].append((seq, picture, b.title or b.url[-60:]))
-                elif kind == "done":
-                    done = True
-            so_far = [live[label] for label in labels[:labels.index(running) + 1]]
-            reports = result.get("reports") if done else so_far
-            yield [cancel, _summary(reports or [], None if done else running) + note] + _galleries(labels, shown)
-    finally:
-        cancel.set()  # Stop, a closed tab or an error: the worker ends at its next check
-    if "error" in result:
-        raise result["error"]
-
-
-def _count(report: CollectReport, item) -> None:
-    """Tally one finished URL the way collect() does, for the summary while it runs."""
-    if item.outcome == "added":
-        report.stored += 1
-    elif item.outcome == "duplicate":
-        report.duplicates += 1
-    elif item.outcome == "conflict":
-        report.conflicts += 1
-    elif item.outcome == "refused":
-        report.refused[item.reason or "unreadable"] += 1
+    yield [cancel, _summary([live[labels[0]]], running) + note] + _galleries(labels, shown)
+    for burst in stream_work(work, cancel, batched=True):  # one UI update per burst
+        reports = None
+        for event in burst:
+            if event[0] == "progress":
+                progress(event[1], desc=event[2])
+                running = labels[min(int(event[1] * len(labels)), len(labels) - 1)]  # each class an equal share
+            elif event[0] == "event":
+                label, item = event[1]
+                live[label].tally(item.outcome, item.reason)
+                if item.outcome == "added" and item.path:
+                    try:
+                        picture = servable(item.path)
+                    except OSError as e:  # moved or trashed meanwhile: it is stored all the same
+                        log.warning("not showing %s in the Collect gallery: %s", item.path, e)
+                        continue
+                    seq += 1
+                    shown[label].append((seq, picture, item.title or item.url[-60:]))
+            elif event[0] == "done":
+                reports = event[1] or []
+        if reports is None:
+            reports = [live[label] for label in labels[:labels.index(running) + 1]]
+        finished = burst[-1][0] == "done"
+        yield [cancel, _summary(reports, None if finished else running) + note] + _galleries(labels, shown)
 
 
 def _galleries(labels, shown):

@@ -113,7 +113,6 @@ def ui_errors(fn=None, *, say: int | None = None, of: int = 1):
     return wrapper
 
 
-gen_errors = ui_errors  # the same decorator: it sees generator handlers itself
 
 
 def progress_adapter(progress: gr.Progress):
@@ -125,11 +124,13 @@ def progress_adapter(progress: gr.Progress):
     return report
 
 
-def stream_work(work, cancel):
+def stream_work(work, cancel, batched: bool = False):
     """Run `work(progress, emit)` in a thread; yield ("progress", f, msg), ("event", x) and ("done", result).
 
-    The generator handler that drives this turns each item into a UI update. A
-    closed tab or Stop ends the generator; `finally` sets `cancel` so the work
+    The generator handler that drives this turns each item into a UI update;
+    with `batched` it yields lists instead: every item that arrived since the
+    last one (one UI update per burst), the last list ending with ("done", result).
+    A closed tab or Stop ends the generator; `finally` sets `cancel` so the work
     stops at its next check. An exception in the work is re-raised here.
     """
     import queue
@@ -147,21 +148,30 @@ def stream_work(work, cancel):
             events.put(("end",))
 
     threading.Thread(target=run, daemon=True, name="ui-work").start()
+    ended = False
     try:
-        while True:
+        while not ended:
             try:
-                item = events.get(timeout=0.5)
+                burst = [events.get(timeout=0.5)]
             except queue.Empty:
-                yield ("tick",)
+                if not batched:
+                    yield ("tick",)
                 continue
-            if item[0] == "end":
-                break
-            yield item
+            while batched and burst[-1][0] != "end" and not events.empty():
+                burst.append(events.get_nowait())
+            ended = burst[-1][0] == "end"
+            burst = [item for item in burst if item[0] != "end"]
+            if ended and "error" not in box:
+                burst.append(("done", box.get("result")))
+            if batched:
+                if burst:
+                    yield burst
+            else:
+                yield from burst
     finally:
         cancel.set()
     if "error" in box:
         raise box["error"]
-    yield ("done", box.get("result"))
 
 
 def model_choices(dataset: str | None) -> list[tuple[str, str]]:

@@ -32,14 +32,14 @@ def evaluate(name: str, model: str, tta: bool, progress=gr.Progress()):
                               for k, s in m["per_class"].items()])
     numbers = pd.DataFrame(cm, index=ev.labels, columns=ev.labels).reset_index(names="actual \\ predicted")
     summary += "\n\n" + mistakes_note(ev)
-    confused_rows = interpret.most_confused(ev)
+    confused_rows = ev.most_confused()
     confused = gr.update(value=pd.DataFrame(confused_rows, columns=["actual", "predicted", "count"]),
                          label="Most confused" if confused_rows else "Most confused: none, no mistakes")
-    wrong = interpret.samples(ev, correct=False, k=12)
+    wrong = ev.samples(correct=False, k=12)
     return (summary, interpret.plot_confusion_matrix(cm, ev.labels), numbers, per_class, confused,
-            _gallery(interpret.top_losses(ev, 12)), _gallery(interpret.most_uncertain(ev, 12)),
+            _gallery(ev.top_losses(12)), _gallery(ev.most_uncertain(12)),
             gr.update(value=_gallery(wrong), label="Wrong" if wrong else "Wrong: none, no mistakes"),
-            _gallery(interpret.samples(ev, correct=True, k=12)))
+            _gallery(ev.samples(correct=True, k=12)))
 
 
 def mistakes_note(ev) -> str:

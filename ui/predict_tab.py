@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import zipfile
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from dragonclf import access, modelstore
-from dragonclf.predict import Predictor
+from dragonclf.predict import Predictor, load_predictor
 from ui.common import download_dir, model_dropdown_update, servable_file, ui_errors
 from ui.people import dataset_for, me
 
@@ -41,11 +39,6 @@ def picture_input(**kwargs) -> gr.Image:
     return image
 
 
-@functools.lru_cache(maxsize=8)
-def _cached(model_dir: str, mtime: float) -> Predictor:
-    return Predictor(model_dir)
-
-
 def predictor(dataset: str, model: str | None) -> Predictor:
     """The chosen model of `dataset` (default: its newest), loaded once per file version.
 
@@ -58,11 +51,7 @@ def predictor(dataset: str, model: str | None) -> Predictor:
         if not models:
             raise gr.Error(f"Dataset {dataset!r} has no trained model yet: train one in the Train tab.")
         model = models[0]["id"]
-    model_dir = modelstore.resolve(model, dataset)  # only inside the app's models folder
-    p = _cached(str(model_dir), os.path.getmtime(model_dir / "model.json"))
-    if p.meta.get("dataset") != dataset:
-        raise gr.Error(f"Model {model} was trained on {p.meta.get('dataset')!r}, not {dataset!r}.")
-    return p
+    return load_predictor(model, dataset)  # only inside the app's models folder; another dataset's is refused
 
 
 NOT_SURE = "not sure"

@@ -115,8 +115,8 @@ def cmd_evaluate(a) -> int:
            "accuracy": m["accuracy"], "error_rate": m["error_rate"], "valid_loss": m["valid_loss"],
            "n_valid": m["n_valid"], "per_class": m["per_class"], "labels": ev.labels,
            "confusion_matrix": ev.confusion.tolist(),
-           "most_confused": [{"actual": x, "predicted": y, "count": n} for x, y, n in interpret.most_confused(ev)],
-           "top_losses": interpret.top_losses(ev, a.top)}
+           "most_confused": [{"actual": x, "predicted": y, "count": n} for x, y, n in ev.most_confused()],
+           "top_losses": ev.top_losses(a.top)}
     emit(out, a.json)
     return 0
 
