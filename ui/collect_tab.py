@@ -142,7 +142,7 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
     live = {label: CollectReport(label) for label in labels}  # counts as items arrive; the reports replace them
     seq = 0  # arrival order: each gallery shows the newest first
     yield [cancel, _summary([live[labels[0]]], running) + note] + _galleries(labels, shown)
-    for burst in stream_work(work, cancel, batched=True):  # one UI update per burst
+    for burst in stream_work(work, cancel, batched=True, name="collect"):  # one UI update per burst
         reports = None
         for event in burst:
             if event[0] == "progress":

@@ -124,14 +124,15 @@ def progress_adapter(progress: gr.Progress):
     return report
 
 
-def stream_work(work, cancel, batched: bool = False):
+def stream_work(work, cancel, batched: bool = False, name: str = "ui-work"):
     """Run `work(progress, emit)` in a thread; yield ("progress", f, msg), ("event", x) and ("done", result).
 
     The generator handler that drives this turns each item into a UI update;
     with `batched` it yields lists instead: every item that arrived since the
     last one (one UI update per burst), the last list ending with ("done", result).
     A closed tab or Stop ends the generator; `finally` sets `cancel` so the work
-    stops at its next check. An exception in the work is re-raised here.
+    stops at its next check. An exception in the work is re-raised here. `name`
+    names the worker thread.
     """
     import queue
     import threading
@@ -147,7 +148,7 @@ def stream_work(work, cancel, batched: bool = False):
         finally:
             events.put(("end",))
 
-    threading.Thread(target=run, daemon=True, name="ui-work").start()
+    threading.Thread(target=run, daemon=True, name=name).start()
     ended = False
     try:
         while not ended:
