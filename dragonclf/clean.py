@@ -192,8 +192,9 @@ def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds:
     from dragonclf import items as items_mod
     from dragonclf.features import embed, out_of_fold_probs
 
+    _, items = items_mod.collect(store)  # read once: every run and the neighbours use these
     if repeats is None:
-        repeats = fold_repeats(store.count())
+        repeats = fold_repeats(len(items))
     bodies = [backbone] + ([second] if second and second != backbone and _ready(second) else [])
     runs = [(b, seed) for b in bodies for seed in range(repeats)]
     oof = None
@@ -202,7 +203,7 @@ def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds:
             if progress is not None:
                 progress((n + f) / len(runs), m)
 
-        run = out_of_fold_probs(store, body, k=folds, seed=seed, C=HEAD_C, progress=report, cancel=cancel)
+        run = out_of_fold_probs(items, body, dataset=store.name, k=folds, seed=seed, C=HEAD_C, progress=report, cancel=cancel)
         if oof is None:
             oof = run
         else:
@@ -211,10 +212,7 @@ def out_of_fold(store: Store, backbone: str = backbones.DEFAULT_BACKBONE, folds:
             oof.probs = oof.probs + run.probs
     oof.probs = oof.probs / len(runs)
     if neighbours:
-        _, items = items_mod.collect(store)
-        if [it.id for it in items] != oof.ids:
-            raise DragonError("The dataset changed during the suspects pass; run it again.")
-        X = embed(items, backbone)  # cached by now: no new forward passes
+        X = embed(sorted(items, key=lambda it: it.id), backbone)  # the rows of oof are in id order  # cached by now: no new forward passes
         oof.probs = combine_with_neighbours(oof.probs, X, oof.given, oof.labels, neighbours)
     return oof
 

@@ -277,7 +277,8 @@ class OutOfFold:
 
 
 def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, k: int = 5, seed: int = 0,
-                      size: int | None = None, C: float = 1.0, progress=None, cancel=None) -> OutOfFold:
+                      size: int | None = None, C: float = 1.0, progress=None, cancel=None,
+                      dataset: str | None = None) -> OutOfFold:
     """Per-image probabilities from k quick models, each scoring the fold it did not see.
 
     All active images take part regardless of their train/valid split: every
@@ -288,7 +289,7 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    name, items = items_mod.collect(store_or_rows)
+    name, items = items_mod.collect(store_or_rows, dataset)
     # Folds follow the images' ids, not the order they arrived in (concurrent
     # downloads store them in any order): the same dataset, the same folds.
     items.sort(key=lambda it: it.id)

@@ -17,6 +17,7 @@ import numpy as np
 
 from dragonclf import items as items_mod
 from dragonclf.errors import DragonError
+from dragonclf.store import Store
 
 EPS = 1e-7
 
@@ -133,7 +134,7 @@ def evaluate(model, store_or_rows, dataset: str | None = None, split: str = "val
     # Score on the split the model was trained with (a store re-splits by each image's fixed key).
     name, items = items_mod.collect(store_or_rows, dataset, pred.meta.get("params", {}).get("valid_share"))
     trained_on = pred.meta.get("dataset")
-    if hasattr(store_or_rows, "images") and trained_on != name:
+    if isinstance(store_or_rows, Store) and trained_on != name:
         raise DragonError(f"Model {pred.model_dir.name} was trained on dataset {trained_on!r}, not {name!r}.")
     chosen = [it for it in items if split == "all" or it.split == split]
     if not chosen:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
+from dragonclf.store import Store
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,16 @@ def file_sha256(path) -> str:
 
 
 def collect(store_or_rows, dataset: str | None = None, valid_share: float | None = None) -> tuple[str, list[Item]]:
-    """(dataset name, items) for the active images.
+    """(dataset name, items) for the active images: the one place the ML stages read the store.
+
+    `store_or_rows`: a Store (its active images), or rows already read (ImageRows,
+    Items, or (path, label[, split]) tuples) so a stage reads once and passes items down.
 
     Rows that carry a `split_key` (the store's fixed per-image key; near-duplicates
     share one, so they stay on one side) are split per label by `valid_share` (the
     store's default when None): see `stratified_split`. Other rows keep their own `split`.
     """
-    if hasattr(store_or_rows, "images"):
+    if isinstance(store_or_rows, Store):
         name = dataset or store_or_rows.name
         rows = store_or_rows.images(status="active")
     else:
@@ -53,6 +57,9 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
     valid_ids = stratified_split(keyed, share) if keyed else set()
     items = []
     for r in rows:
+        if isinstance(r, Item):
+            items.append(r)  # already read: passed down as is (an Item has no split key to re-split by)
+            continue
         if isinstance(r, (tuple, list)):
             path, label = Path(r[0]), str(r[1])
             split = r[2] if len(r) > 2 else "train"
