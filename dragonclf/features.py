@@ -263,7 +263,7 @@ def head_module(name: str, head: LinearHead):
 
 # ---- out-of-fold probabilities (for Clean) ----------------------------------
 
-_warm: dict = {}  # (dataset, backbone, size, k, seed, C) -> oof.Warm: the last pass's heads, for the next
+warm_heads: dict = {}  # (dataset, backbone, size, k, seed, C) -> oof.Warm: the last pass's heads, for the next
 
 @dataclass
 class OutOfFold:
@@ -301,10 +301,10 @@ def out_of_fold_probs(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE,
     k = max(2, min(k, len(items)))
     if len(items) >= oof.LARGE:  # folds by id, shared-weight solver, warm refits: minutes at 100,000 images
         key = (name, backbone, size, k, seed, C)
-        probs, _warm[key] = oof.out_of_fold(X, [it.id for it in items], list(y), labels, k=k, seeds=(seed,), C=C,
-                                            warm=_warm.get(key))
-        while len(_warm) > 8:  # a few datasets' worth (each ~1 MB)
-            _warm.pop(next(iter(_warm)))
+        probs, warm_heads[key] = oof.out_of_fold(X, [it.id for it in items], list(y), labels, k=k, seeds=(seed,), C=C,
+                                            warm=warm_heads.get(key))
+        while len(warm_heads) > 8:  # a few datasets' worth (each ~1 MB)
+            warm_heads.pop(next(iter(warm_heads)))
         return OutOfFold([it.id for it in items], list(y), labels, probs)
     counts = np.unique(y, return_counts=True)[1]
     folds = (StratifiedKFold(k, shuffle=True, random_state=seed) if counts.min() >= k

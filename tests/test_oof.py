@@ -72,15 +72,15 @@ def test_the_clean_pass_on_a_large_dataset_ranks_planted_swaps_and_refits_warm(p
     from test_clean import plant_swaps
 
     monkeypatch.setattr(oof, "LARGE", 50)
-    features._warm.clear()
+    features.warm_heads.clear()
     truth = plant_swaps(pets)
     found = clean.find_suspects(pets, ["mislabel"])
     top = found.items[: len(truth)]
     assert {s["id"] for s in top} == set(truth) and all(s["suggested"] == truth[s["id"]] for s in top)
-    assert len(features._warm) == 4  # two backbones x two shuffles, kept for the next pass
-    first = next(iter(features._warm.values()))
+    assert len(features.warm_heads) == 4  # two backbones x two shuffles, kept for the next pass
+    first = next(iter(features.warm_heads.values()))
     for image_id, label in truth.items():
         clean.decide(pets, [image_id], "relabel", label)
     report = clean.refit_after_edits(pets, found.snapshot)
     assert report["accuracy_after"] > report["accuracy_before"]
-    assert next(iter(features._warm.values())) is not first  # refitted from the kept heads
+    assert next(iter(features.warm_heads.values())) is not first  # refitted from the kept heads
