@@ -16,9 +16,10 @@ import gradio as gr  # noqa: E402
 from dragonclf import config  # noqa: E402
 from dragonclf.errors import DragonError  # noqa: E402
 from dragonclf.identity import SignIn  # noqa: E402
-from ui import access_panel, dataset_bar, people  # noqa: E402
+from ui import access_panel, clean_tab, collect_tab, dataset_bar, evaluate_tab, people, predict_tab, train_tab  # noqa: E402
 
-TABS = ("collect", "clean", "train", "evaluate", "predict")
+TABS = {"collect": collect_tab, "clean": clean_tab, "train": train_tab, "evaluate": evaluate_tab,
+        "predict": predict_tab}
 MAX_FILE_SIZE = "50mb"
 
 # delete_cache: files handed to browsers (exports, galleries) leave Gradio's cache after half an hour
@@ -26,18 +27,8 @@ with gr.Blocks(title="dragonclf: your own image classifier", delete_cache=(600, 
     gr.Markdown("# 🐉 dragonclf\nCollect pictures for each class, clean them, train, evaluate, predict.")
     bar = dataset_bar.build()
     panel = access_panel.build(bar)
-    import importlib
-
     with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in sight, on two rows
-        for name in TABS:
-            try:
-                tab = importlib.import_module(f"ui.{name}_tab")
-            except ModuleNotFoundError as e:
-                if e.name != f"ui.{name}_tab":
-                    raise
-                with gr.Tab(name.capitalize()):
-                    gr.Markdown("Coming soon.")
-                continue
+        for name, tab in TABS.items():
             with gr.Tab(tab.TITLE, id=name, elem_id=f"tab-{name}"):
                 tab.build(bar)
     bar.wire_model_lists(demo)

@@ -329,6 +329,12 @@ def conflict_suspects(store: Store) -> list[dict]:
     return unique
 
 
+def trash_suspects(rows: list[ImageRow]) -> list[dict]:
+    """Trashed images (rows, e.g. a page of the trash) as review cards (action: restore), for the trash view."""
+    return [_suspect(r, "trash", 0.0, "in the trash: Restore brings it back; Empty trash deletes it", "restore")
+            for r in rows]
+
+
 def quality_suspects(store: Store, thresholds: quality.Thresholds = quality.Thresholds(), progress=None) -> list[dict]:
     rows = [r for r in store.images() if not r.kept]
     measures = quality.measure_rows(rows, progress)

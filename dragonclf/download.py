@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -356,16 +356,3 @@ class Fetcher:
         if value and value.strip().isdigit():
             return min(float(value), max(0.0, deadline - time.monotonic()))
         return None
-
-
-def fetch_all(urls: Iterable[str], cfg: FetchConfig = FetchConfig(),
-              cancel: threading.Event | None = None,
-              on_result: Callable[[FetchResult], None] | None = None) -> list[FetchResult]:
-    """Convenience: fetch every distinct URL and return all results."""
-    out = []
-    with Fetcher(cfg, cancel) as f:
-        for r in f.fetch_many(urls):
-            out.append(r)
-            if on_result:
-                on_result(r)
-    return out

@@ -71,7 +71,7 @@ def dropdown_value(page, elem_id: str) -> str:
 def select_dataset(page, name: str) -> None:
     page.fill("#dataset input", name)
     page.keyboard.press("Enter")
-    page.wait_for_selector(f"#dataset-counts:not(:has-text('no labels yet'))")
+    page.wait_for_selector("#dataset-counts:not(:has-text('no labels yet'))")
 
 
 def create_dataset(page, name: str) -> None:

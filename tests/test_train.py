@@ -267,7 +267,7 @@ def test_many_threads_starting_together_exactly_one_trains(ml_home):
     for _ in range(5):  # several rounds: the lock file exists from the second round on
         start_at = time.time() + 0.3
         with ThreadPoolExecutor(16) as pool:
-            outcomes = list(pool.map(lambda n: _race(n, start_at, 0.5), range(16)))
+            outcomes = list(pool.map(lambda n, t=start_at: _race(n, t, 0.5), range(16)))
         assert sorted(outcomes) == ["refused"] * 15 + ["won"], outcomes
 
 

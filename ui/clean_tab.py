@@ -93,8 +93,7 @@ def _fill_trash(state: dict, dataset: str, offset: int | None = None) -> None:
     offset = trash.get(dataset, (0, 0))[0] if offset is None else offset
     page = _store(dataset).page(status="trashed", offset=max(0, offset), limit=GALLERY_MAX)
     trash[dataset] = (page.offset, page.total)
-    state["queues"][key] = [clean._suspect(r, "trash", 0.0, "in the trash: Restore brings it back; Empty trash "
-                                           "deletes it", "restore") for r in page.rows]
+    state["queues"][key] = clean.trash_suspects(page.rows)
     state["pos"][key] = min(state["pos"].get(key, 0), max(0, len(page.rows) - 1))
 
 

@@ -39,13 +39,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for area in AREAS:
         if area not in MODEL_FREE_AREAS and command in sub.choices:
             continue  # a model-free command: the model areas (and torch) are not needed
-        try:
-            module = importlib.import_module(f"dragonclf.cli.{area}")
-        except ModuleNotFoundError as e:  # an area not built yet
-            if e.name != f"dragonclf.cli.{area}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"dragonclf.cli.{area}").register(sub)
     return parser
 
 
