@@ -23,7 +23,8 @@ GALLERY_MAX = 60
 def counts_markdown(name: str) -> str:
     if not name:
         return "No dataset selected."
-    s = open_store(name).status()
+    store = open_store(name)
+    s = store.status()
     rows = " · ".join(f"**{label}** {n}" for label, n in s["labels"].items()) or "no labels yet"
     extra = []
     if s["trashed"]:
@@ -32,6 +33,9 @@ def counts_markdown(name: str) -> str:
         extra.append(f"{s['near_duplicate_groups']} near-duplicate groups")
     if s["conflicts"]:
         extra.append(f"{s['conflicts']} label conflicts")
+    last = next((h for h in store.history(limit=20) if h.get("actor")), None)
+    if last:  # the journal records who made each edit
+        extra.append(f"last edit: {last['action']} by {last['actor'].split(':', 1)[-1]}")
     total = sum(s["labels"].values())
     return f"{total} images: {rows}" + (f" ({', '.join(extra)})" if extra else "")
 
