@@ -59,7 +59,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def _stderr_progress(quiet: bool):
+def stderr_progress(quiet: bool):
     if quiet:
         return None
     state = {"last": -1}
@@ -83,7 +83,7 @@ def cmd_train(a) -> int:
         train = distributed.train
     else:
         store = Store.open(a.dataset)
-    kw = dict(progress=_stderr_progress(a.quiet or not distributed.is_main()), valid_share=a.valid_share,
+    kw = dict(progress=stderr_progress(a.quiet or not distributed.is_main()), valid_share=a.valid_share,
               dataset=a.dataset)
     if a.mode == "finetune":
         kw.update(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr, freeze_epochs=a.freeze_epochs,
