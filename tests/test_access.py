@@ -280,3 +280,17 @@ def test_registry_lives_under_the_root(home):
     assert Registry.here().path == home / "access.sqlite"
     Store.open("plain", create=True)
     assert access.check(LOCAL, "plain", "destroy") == "plain"  # the local user owns what has no owner
+
+
+def test_the_app_refuses_to_start_half_configured_or_public_without_sign_in(tmp_path):
+    """As `python app.py` runs it: launch_options() stops the process with the message, before serving."""
+    base = {k: v for k, v in __import__("os").environ.items()
+            if not k.startswith(("DRAGONCLF_USER", "SPACE_", "OAUTH_", "GRADIO_SERVER"))}
+    base.update(DRAGONCLF_HOME=str(tmp_path), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    code = "import app; app.launch_options(); print('STARTED')"
+    for extra, says in (({"DRAGONCLF_USER": "alice"}, "DRAGONCLF_PASSWORD is not set"),
+                        ({"GRADIO_SERVER_NAME": "0.0.0.0"}, "Refusing to start")):
+        out = subprocess.run([sys.executable, "-c", code], env={**base, **extra}, cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 1 and "STARTED" not in out.stdout and says in out.stderr, out.stderr[-500:]
+        assert "Traceback" not in out.stderr
