@@ -1,6 +1,10 @@
 """Train, Evaluate and Predict through the app's named endpoints (gradio_client)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,18 @@ def test_train_evaluate_predict_export(client, trained, photo_files, tmp_path):
 
     exported = client.predict("demo", trained["id"], "onnx", api_name="/export_model")
     assert str(exported).endswith("-onnx.zip") or exported.get("path", "").endswith("-onnx.zip")
+    # the zip explains itself: a README whose example runs with onnxruntime alone and gets the right answer
+    import zipfile
+
+    unpacked = tmp_path / "onnx"
+    with zipfile.ZipFile(exported if isinstance(exported, str) else exported["path"]) as z:
+        z.extractall(unpacked)
+    example = (unpacked / "README.md").read_text().split("```python")[1].split("```")[0]
+    shutil.copy(photo, unpacked / "picture.jpg")
+    (unpacked / "example.py").write_text(example)
+    out = subprocess.run([sys.executable, "example.py"], cwd=unpacked, capture_output=True, text=True,
+                         env={"PATH": os.environ.get("PATH", "")}, check=True).stdout
+    assert "'tools'" in out.split(")")[0], out  # the first guess
 
 
 def test_predict_bad_inputs_are_clear_messages(client, trained, tmp_path):

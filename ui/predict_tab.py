@@ -106,7 +106,32 @@ def export(dataset: str, model: str | None, fmt: str) -> str:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name in ("model.onnx", "model.json"):
             z.write(d / name, name)
+        z.writestr("README.md", ONNX_README)
     return str(out)
+
+
+# Ships in the ONNX zip: how to use the model with nothing but onnxruntime, numpy and Pillow.
+ONNX_README = """# Your image classifier (ONNX)
+
+`model.onnx` takes a batch of RGB images, 1x3xHxW float32, and returns class probabilities.
+`model.json` says how to prepare a picture: `input_size` (squish-resize to a square), `mean`/`std`
+(after dividing by 255), and `labels` (the order of the probabilities).
+
+```python
+import json, numpy as np, onnxruntime as ort
+from PIL import Image
+
+meta = json.load(open("model.json"))
+size, mean, std = meta["input_size"], np.array(meta["mean"]), np.array(meta["std"])
+img = Image.open("picture.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
+x = ((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+session = ort.InferenceSession("model.onnx")
+probs = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+print(sorted(zip(probs.round(3).tolist(), meta["labels"]), reverse=True)[:3])
+```
+
+`pip install onnxruntime numpy pillow` is all it needs.
+"""
 
 
 def build(bar) -> None:
