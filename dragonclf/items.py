@@ -14,9 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
-from dragonclf.split import stratified_split
 from dragonclf.store import Store
 
 
@@ -43,9 +41,9 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
     `store_or_rows`: a Store (its active images), or rows already read (ImageRows,
     Items, or (path, label[, split]) tuples) so a stage reads once and passes items down.
 
-    Rows that carry a `split_key` (the store's fixed per-image key; near-duplicates
-    share one, so they stay on one side) are split per label by `valid_share` (the
-    store's default when None): see `stratified_split`. Other rows keep their own `split`.
+    `valid_share` re-splits rows that carry a `split_key` (the store's fixed per-image
+    key; near-duplicates share one, so they stay on one side; a new arrival never moves
+    an earlier image); otherwise each row's own `split` is used.
     """
     if isinstance(store_or_rows, Store):
         name = dataset or store_or_rows.name
@@ -53,9 +51,6 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
     else:
         name = dataset or "adhoc"
         rows = list(store_or_rows)
-    keyed = [r for r in rows if not isinstance(r, (tuple, list)) and getattr(r, "split_key", None) is not None]
-    share = IngestConfig.valid_share if valid_share is None else valid_share
-    valid_ids = stratified_split(keyed, share) if keyed else set()
     items = []
     for r in rows:
         if isinstance(r, Item):
@@ -69,8 +64,9 @@ def collect(store_or_rows, dataset: str | None = None, valid_share: float | None
             path, label = Path(r.path), str(r.label)
             split = getattr(r, "split", None) or "train"
             rid, sha = str(getattr(r, "id", path.stem)), getattr(r, "sha256", None)
-            if getattr(r, "split_key", None) is not None:
-                split = "valid" if id(r) in valid_ids else "train"
+            key = getattr(r, "split_key", None)
+            if valid_share is not None and key is not None:
+                split = "valid" if key < valid_share else "train"
         items.append(Item(rid, path, label, sha or file_sha256(path), split))
     return name, items
 

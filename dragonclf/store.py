@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dragonclf import config
@@ -36,7 +36,6 @@ from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
-from dragonclf.split import stratified_split
 from dragonclf.store_files import StoreFiles
 from dragonclf.store_queries import PAGE_INDEXES, Page, Queries  # noqa: F401 - Page re-exported
 
@@ -456,8 +455,6 @@ class Store(Journal, Rescan, Queries, StoreFiles):
             sql += " AND i.folder = ?"
             args.append(self.label(label).folder)
         rows = [self._row(r, valid_share) for r in self._db.execute(sql + " ORDER BY i.added_at, i.id", args)]
-        valid = stratified_split([r for r in rows if r.status == "active"], valid_share)
-        rows = [replace(r, split="valid" if id(r) in valid else "train") if r.status == "active" else r for r in rows]
         if split is not None:
             rows = [r for r in rows if r.split == split]
         return rows

@@ -204,23 +204,6 @@ def test_predict_names_its_model_and_says_not_sure_below_the_threshold(page, tra
     assert "below the 100% threshold" in page.inner_text("#predict-answered")
 
 
-@pytest.mark.parametrize("share", [0.1, 0.2, 0.3])
-def test_the_validation_split_is_stratified_per_class(share):
-    from collections import Counter
-
-    from dragonclf import items as items_mod
-
-    store = Store.open("demo")
-    journal_trash = [r.id for r in store.images(label="tools")[:5]]  # holes in a label must not skew it
-    from dragonclf.journal import Decision
-
-    store.apply([Decision(i, "trash") for i in journal_trash])
-    _, items = items_mod.collect(store, valid_share=share)
-    total, valid = Counter(it.label for it in items), Counter(it.label for it in items if it.split == "valid")
-    for label, n in total.items():
-        assert abs(valid[label] - n * share) <= 1, (label, valid[label], n, share)
-
-
 def test_evaluate_says_no_mistakes_when_every_answer_is_right(tmp_path):
     import numpy as np
 
