@@ -44,9 +44,10 @@ def worker(a) -> int:
     import torch
 
     from dragonclf import distributed
+    from dragonclf.items import dataset_items
     from dragonclf.train import fine_tune
 
-    items = distributed.dataset_items("demo", backbone=a.backbone)
+    items = dataset_items("demo", backbone=a.backbone)
     marks = {"start": None, "ends": []}
 
     def progress(fraction, message):

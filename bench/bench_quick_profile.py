@@ -33,7 +33,7 @@ t = {"start": time.time()}
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 old = sys.argv[1] == "before"
 import numpy as np
-from dragonclf import features, items as items_mod, modelstore
+from dragonclf import embeddings, features, items as items_mod, modelstore
 from dragonclf.store import Store
 if old:
     import torch, timm  # what the old path imported before any work
@@ -44,8 +44,8 @@ name, items = items_mod.collect(store)
 labels = items_mod.label_order(items)
 t["store"] = time.time()
 if old:
-    features.use_onnx_body = lambda: False
-    body = features._body("efficientnet_lite0")
+    embeddings.use_onnx_body = lambda: False
+    body = embeddings.load_body("efficientnet_lite0")
     t["body load"] = time.time()
 else:
     from dragonclf import onnxbody

@@ -1,4 +1,4 @@
-"""Data-parallel training and embedding across processes, GPUs and machines.
+"""Rank helpers and data-parallel hooks for runs across processes, GPUs and machines.
 
 `accelerate launch [its options] -m dragonclf train|embed ...` starts the same
 command in every process; Accelerate (PyTorch DDP underneath, NCCL on GPUs,
@@ -8,21 +8,18 @@ other rank the list of images (paths, labels, split); they read image files
 and nothing else. Model folders, the training lock, the embedding cache and
 log lines come from rank 0 only; the other ranks send it what they computed.
 
-Single-process runs pass straight through to the ordinary functions, so the
-CLI and the library need no separate code path.
+Every helper here is a no-op (or the plain answer) in a single process, so the
+CLI and the library need no separate code path. The work itself lives with its
+owner: `items.dataset_items` (rank 0 reads the store), `embeddings.embed_to_cache`
+(each rank a shard), `features.warm_head`, and `train.train` (the one mode
+dispatcher, distributed quick model included).
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 
-import numpy as np
-
-from dragonclf import backbones
 from dragonclf.errors import DragonError
-from dragonclf.items import Item
 
 
 # ---- who am I ---------------------------------------------------------------
@@ -96,7 +93,16 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _run_on_main(fn):
+def device():
+    """This process's torch device: its own GPU (LOCAL_RANK) with CUDA, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def run_on_main(fn):
     """Run `fn` on rank 0 and give every rank its result, or its error.
 
     A failure on rank 0 (unknown dataset, missing weights) is re-raised on every
@@ -116,173 +122,6 @@ def _run_on_main(fn):
     return result
 
 
-# ---- data: rank 0 reads the store, everyone gets the items --------------------
-
-def dataset_items(dataset: str, valid_share: float | None = None, backbone: str | None = None) -> list[Item]:
-    """The active images of `dataset` as Items, identical on every rank.
-
-    Only rank 0 opens the store (the SQLite manifest, the folders). It also
-    makes sure `backbone`'s weights are on disk before anyone builds a model,
-    so no other rank converts or downloads them into the shared cache.
-    """
-    def read():
-        from dragonclf import items as items_mod
-        from dragonclf.store import Store
-
-        _, items = items_mod.collect(Store.open(dataset), dataset, valid_share)
-        if backbone is not None and backbones.get_backbone(backbone).pretrained:
-            backbones.ensure_weights(backbone)
-        return items
-
-    return _run_on_main(read)
-
-
-# ---- embeddings: each rank a shard, rank 0 writes the cache --------------------
-
-def _missing(items, backbone: str, size: int) -> list[Item]:
-    """Items whose embedding is not cached yet, one per sha256 (rank 0 only: it reads the cache)."""
-    from dragonclf import features
-
-    con = features._cache_db()
-    try:
-        cached = set()
-        shas = sorted({it.sha256 for it in items})
-        for i in range(0, len(shas), 500):
-            chunk = shas[i:i + 500]
-            q = f"SELECT sha256 FROM embeddings WHERE backbone=? AND size=? AND sha256 IN ({','.join('?' * len(chunk))})"
-            cached.update(r[0] for r in con.execute(q, [backbone, size, *chunk]))
-    finally:
-        con.close()
-    todo, seen = [], set(cached)
-    for it in items:
-        if it.sha256 not in seen:
-            todo.append(it)
-            seen.add(it.sha256)
-    return todo
-
-
-def embed_to_cache(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = None,
-                   batch_size: int = 32, progress=None, cancel: threading.Event | None = None) -> dict:
-    """Fill the embedding cache for `items`, spread over all processes; returns counts.
-
-    Work goes in rounds: in each round every rank embeds its own batch of the
-    images still missing, and rank 0 writes the round's vectors and commits.
-    An interrupted job loses at most one round and resumes from the cache. In
-    a single process this is `features.embed` (the same cache, the same resume).
-    """
-    from dragonclf import features
-    from dragonclf.preprocess import load_image, to_array
-
-    b = backbones.get_backbone(backbone)
-    size = size or b.size
-    items = list(items)
-    t0 = time.perf_counter()
-    if not active():
-        n_before = len(_missing(items, backbone, size))
-        features.embed(items, backbone, size=size, batch_size=batch_size, progress=progress, cancel=cancel)
-        return {"images": len(items), "embedded": n_before, "processes": 1,
-                "seconds": round(time.perf_counter() - t0, 2)}
-
-    def plan():
-        backbones.ensure_weights(backbone)
-        return _missing(items, backbone, size)
-
-    todo = _run_on_main(plan)
-    ws, r = world_size(), rank()
-    per_round = ws * batch_size
-    rounds = (len(todo) + per_round - 1) // per_round
-    import torch
-
-    device = _device()
-    body = features._body(backbone).to(device) if todo else None
-    con = features._cache_db() if (is_main() and todo) else None
-    done = 0
-    try:
-        for k in range(rounds):
-            start = (k * ws + r) * batch_size
-            mine = todo[start:start + batch_size]
-            vecs = np.zeros((0, b.features), np.float32)
-            if mine:
-                # One batch decoded at a time: memory stays flat however large the dataset.
-                x = torch.from_numpy(np.stack([to_array(load_image(it.path), size, b.mean, b.std) for it in mine]))
-                with torch.inference_mode():
-                    vecs = body(x.to(device)).float().cpu().numpy()
-            parts = gather_to_main([(it.sha256, v.astype(np.float32).tobytes()) for it, v in zip(mine, vecs)])
-            if con is not None:
-                rows = [(sha, backbone, size, blob) for part in parts for sha, blob in part]
-                con.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
-                con.commit()  # per round: an interrupted job resumes from here
-                done += len(rows)
-                if progress is not None:
-                    progress(done / len(todo), f"Embedding images: {done}/{len(todo)} ({backbone}, {ws} processes)")
-    finally:
-        if con is not None:
-            con.close()
-    # Everyone leaves together: rank 0's last commit is done before anyone reads the cache.
-    barrier()
-    return {"images": len(items), "embedded": len(todo), "processes": ws,
-            "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def embed_dataset(dataset: str, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = None,
-                  batch_size: int = 32, progress=None) -> dict:
-    """Embed every active image of `dataset` into the cache (the `embed` command)."""
-    items = dataset_items(dataset, backbone=backbone)
-    out = embed_to_cache(items, backbone, size=size, batch_size=batch_size, progress=progress)
-    return {"dataset": dataset, "backbone": backbone, "size": size or backbones.get_backbone(backbone).size, **out}
-
-
-def _device():
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def warm_head(items: list[Item], labels: list[str], backbone: str, size: int, cancel=None):
-    """The quick-model head that warm-starts fine-tuning, fitted once, the same on every rank.
-
-    All ranks embed the training images into the cache together; rank 0 reads
-    them back and fits the logistic regression; the others receive the head.
-    """
-    from dragonclf import features
-
-    embed_to_cache(items, backbone, size=size, cancel=cancel)
-
-    def fit():
-        X = features.embed(items, backbone, size=size, cancel=cancel)  # all cached now: a read
-        return features.fit_head(X, [it.label for it in items], labels)
-
-    return _run_on_main(fit)
-
-
-# ---- training ----------------------------------------------------------------
-
-def train(store_or_items, mode: str, backbone: str, **kw):
-    """`train.train` under a launcher: the same TrainResult on rank 0, model_dir None elsewhere.
-
-    Fine-tuning runs on every rank (see `attach`). The quick model is a
-    logistic regression on cached embeddings: all ranks embed, then rank 0
-    fits and saves it alone.
-    """
-    from dragonclf import items as items_mod
-    from dragonclf.train import TrainResult, train as train_one
-
-    if not active() or mode == "finetune":
-        return train_one(store_or_items, mode, backbone, **kw)
-    if mode != "quick":
-        raise DragonError(f"Unknown mode {mode!r}; choose quick or finetune.")
-    name, items = items_mod.collect(store_or_items, kw.get("dataset"))
-    b = backbones.get_backbone(backbone)
-    embed_to_cache(items, backbone, size=kw.get("size") or b.size,
-                   progress=kw.get("progress") if is_main() else None)
-    result = _run_on_main(lambda: train_one(items, mode, backbone, **{**kw, "progress": None}))
-    if not is_main():
-        result = TrainResult(None, name, backbone, mode, result.metrics, seconds=result.seconds)
-    return result
-
-
 def _trainer_class():
     from fastai.distributed import DistributedDL, DistributedTrainer
 
@@ -299,7 +138,7 @@ def _trainer_class():
         """fastai's DDP callback with a device-agnostic DataLoader wrapper."""
 
         def _wrap_dl(self, dl):
-            return dl if isinstance(dl, DistributedDL) else AnyDeviceDL(dl, device=_device())
+            return dl if isinstance(dl, DistributedDL) else AnyDeviceDL(dl, device=device())
 
     return Trainer
 

@@ -1,9 +1,6 @@
-"""Embeddings from a frozen pretrained body, and the quick model built on them.
+"""The quick model: a linear head on cached embeddings (see `embeddings`).
 
-Each active image is embedded once per (image sha256, backbone, size) and
-cached in SQLite under `config.cache_root()`; batches are committed as they
-finish, so an interrupted pass resumes where it stopped. A logistic regression
-on the embeddings is the quick model: fitted in seconds on a CPU, exported as
+A logistic regression on the embeddings is the quick model: fitted in seconds on a CPU, exported as
 one ONNX graph (body + linear head + softmax), evaluated and used for
 prediction exactly like a fine-tuned model. Out-of-fold probabilities from
 k such heads let Clean judge every image by a model that never saw it.
@@ -11,161 +8,19 @@ k such heads let Clean judge every image by a model that never saw it.
 
 from __future__ import annotations
 
-import ctypes
-import sqlite3
-import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from dragonclf import backbones, config, items as items_mod, modelstore, oof
+from dragonclf import backbones, distributed, items as items_mod, modelstore, oof
+from dragonclf.embeddings import embed, embed_to_cache, onnx_body_ready, use_onnx_body
 from dragonclf.errors import DragonError
-from dragonclf.preprocess import load_image, to_array
+from dragonclf.modelstore import TrainResult
+from dragonclf.progress import Cancelled, report
 
-
-class Cancelled(DragonError):
-    """The user pressed Stop; work done so far is kept."""
-
-
-def _report(progress, fraction, message):
-    if progress is not None:
-        progress(min(max(fraction, 0.0), 1.0), message)
-
-
-# ---- embedding cache -------------------------------------------------------
-
-def _cache_db() -> sqlite3.Connection:
-    path = config.cache_root() / "embeddings.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=30)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT, backbone TEXT, size INTEGER, vec BLOB,"
-        " PRIMARY KEY (sha256, backbone, size))"
-    )
-    return con
-
-
-@lru_cache(maxsize=4)
-def _body(name: str):
-    return backbones.create_body(name)
-
-
-_body_lock = threading.Lock()  # one forward at a time: torch already uses every core
-
-M_TOP_PAD, DEFAULT_TOP_PAD = -2, 128 * 1024  # glibc mallopt parameter and its default
-
-
-@contextmanager
-def _malloc_top_pad(nbytes: int = 1 << 30):
-    """Let glibc keep freed heap memory during inference, then restore the default.
-
-    Without it every conv layer's large temporary buffers go back to the OS and
-    are faulted in again: measured here, CPU embedding runs several times
-    faster with it. It is restored afterwards because it slows training down.
-    Not glibc (macOS, musl): nothing to tune, the code runs as is.
-    """
-    libc = None
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt  # noqa: B018 - musl has no mallopt
-        except (OSError, AttributeError):
-            libc = None
-    if libc is not None:
-        libc.mallopt(M_TOP_PAD, nbytes)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_TOP_PAD, DEFAULT_TOP_PAD)
-
-
-def embed(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = None, batch_size: int = 32,
-          progress=None, cancel: threading.Event | None = None) -> np.ndarray:
-    """(N, D) float32 embeddings of `items` (anything with .path and .sha256), cached."""
-    b = backbones.get_backbone(backbone)
-    size = size or b.size
-    items = list(items)
-    con = _cache_db()
-    try:
-        found = {}
-        shas = sorted({it.sha256 for it in items})
-        for i in range(0, len(shas), 500):
-            chunk = shas[i:i + 500]
-            q = f"SELECT sha256, vec FROM embeddings WHERE backbone=? AND size=? AND sha256 IN ({','.join('?' * len(chunk))})"
-            for sha, vec in con.execute(q, [backbone, size, *chunk]):
-                found[sha] = np.frombuffer(vec, dtype=np.float32)
-        todo, seen = [], set(found)
-        for it in items:
-            if it.sha256 not in seen:
-                todo.append(it)
-                seen.add(it.sha256)
-        if todo:
-            if use_onnx_body():
-                from dragonclf import onnxbody
-
-                body, device = onnxbody.get_body(backbone, size), "onnx"
-            else:
-                import torch
-
-                body = _body(backbone)
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-                body.to(device)
-            with _malloc_top_pad():  # around the whole pass: between batches the heap must stay
-                _embed_batches(todo, body, b, size, batch_size, device, con, found, backbone, progress, cancel)
-        else:
-            _report(progress, 1.0, f"All {len(items)} embeddings cached ({backbone})")
-        if not items:
-            return np.zeros((0, b.features), np.float32)
-        return np.stack([found[it.sha256] for it in items]).astype(np.float32)
-    finally:
-        con.close()
-
-
-def use_onnx_body() -> bool:
-    """Embed with ONNX Runtime on a cached ONNX body (no torch import, ~3x faster forward on a CPU),
-    except on a machine with an NVIDIA GPU, where torch's CUDA forward wins."""
-    return not Path("/proc/driver/nvidia/version").exists()
-
-
-def onnx_body_ready(backbone: str, size: int) -> bool:
-    from dragonclf import onnxbody
-
-    return onnxbody.body_path(backbone, size).is_file()
-
-
-def _embed_batches(todo, body, b, size, batch_size, device, con, found, backbone, progress, cancel) -> int:
-    """Embed `todo` batch by batch, committing each batch to the cache as it finishes."""
-    done = 0
-    for start in range(0, len(todo), batch_size):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"Stopped after embedding {done} of {len(todo)} new images (kept in the cache).")
-        batch = todo[start:start + batch_size]
-        x = np.stack([to_array(load_image(it.path), size, b.mean, b.std) for it in batch])
-        if device == "onnx":
-            with _body_lock:
-                vecs = body(x)
-        else:
-            import torch
-
-            with _body_lock, torch.inference_mode():
-                vecs = body(torch.from_numpy(x).to(device)).float().cpu().numpy()
-        con.executemany(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
-            [(it.sha256, backbone, size, v.astype(np.float32).tobytes()) for it, v in zip(batch, vecs)],
-        )
-        con.commit()  # per batch: an interrupted pass resumes from here
-        for it, v in zip(batch, vecs):
-            found[it.sha256] = v
-        done += len(batch)
-        _report(progress, done / len(todo), f"Embedding images: {done}/{len(todo)} ({backbone})")
-    return done
+__all__ = ["Cancelled", "LinearHead", "OutOfFold", "embed", "fit_head", "fit_quick", "head_module",
+           "out_of_fold_probs", "warm_head", "warm_heads"]  # embed, Cancelled: the cache's, re-exported
 
 
 # ---- the linear head -------------------------------------------------------
@@ -325,10 +180,8 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
               save: bool = True):
     """Fit the quick model on the train split, score it on the valid split, save it.
 
-    Returns a `train.TrainResult`; its `model_dir` is the finished model folder.
+    Returns a `TrainResult`; its `model_dir` is the finished model folder.
     """
-    from dragonclf.train import TrainResult, is_main_process
-
     t0 = time.perf_counter()
     name, items = items_mod.collect(store_or_rows, dataset, valid_share)
     warnings = items_mod.check_trainable(name, items)
@@ -339,7 +192,7 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
     if not (use_onnx_body() and onnx_body_ready(backbone, size)):
         backbones.ensure_weights(backbone)  # imports torch: skipped once the ONNX body is cached
     labels = items_mod.label_order(items)
-    X = embed(items, backbone, size=size, progress=lambda f, m: _report(progress, 0.9 * f, m), cancel=cancel)
+    X = embed(items, backbone, size=size, progress=lambda f, m: report(progress, 0.9 * f, m), cancel=cancel)
     tr = [i for i, it in enumerate(items) if it.split == "train"]
     va = [i for i, it in enumerate(items) if it.split == "valid"]
     head = fit_head(X[tr], [items[i].label for i in tr], labels, C=C)
@@ -348,17 +201,11 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
 
     metrics = metrics_from_probs([items[i].label for i in va], probs, labels)
     model_dir = None
-    if save and is_main_process():
-        _report(progress, 0.95, "Exporting the quick model to ONNX")
-        model_id = modelstore.new_model_id("quick", backbone)
-        meta = {
-            "format": modelstore.FORMAT, "dataset": name, "mode": "quick", "backbone": backbone,
-            "labels": labels, "input_size": size, "resize": "squish", "mean": list(b.mean), "std": list(b.std),
-            "metrics": metrics, "created": modelstore.now_iso(), "training_data": items_mod.summary(items),
-            "params": {"C": C, "valid_share": valid_share}, "files": {"onnx": "model.onnx", "pkl": None},
-            "warnings": warnings,
-        }
-        with modelstore.training_lock(name), modelstore.staging(name, model_id) as tmp:
+    if save and distributed.is_main():
+        report(progress, 0.95, "Exporting the quick model to ONNX")
+
+        def write_files(tmp):
+            more = {}
             if use_onnx_body():
                 from dragonclf import onnxbody, quantize
 
@@ -370,16 +217,38 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
                                                  True)
                     a8 = quantize.accuracy(tmp / quantize.INT8_FILE, [it.path for it in valid],
                                            [it.label for it in valid], labels, size, b.mean, b.std)
-                    meta["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
+                    more["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
                 except DragonError as e:
-                    meta["variant"] = {"onnx": "model.onnx", "variant": "float32", "why": str(e),
+                    more["variant"] = {"onnx": "model.onnx", "variant": "float32", "why": str(e),
                                        "valid_accuracy": {"float32": metrics["accuracy"], "int8": None}}
-                meta["files"]["onnx"] = meta["variant"]["onnx"]
             else:
                 modelstore.export_onnx(head_module(backbone, head), size, tmp / "model.onnx")
             np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias, labels=np.array(labels))
-            modelstore.write_json(tmp / "model.json", meta)
-        model_dir = modelstore.dataset_dir(name) / model_id
-    _report(progress, 1.0, f"Quick model: accuracy {metrics['accuracy']:.3f}")
+            return more
+
+        with modelstore.training_lock(name):
+            model_dir = modelstore.write_model(
+                name, mode="quick", backbone=backbone, labels=labels, size=size, mean=b.mean, std=b.std,
+                metrics=metrics, training_data=items_mod.summary(items), params={"C": C, "valid_share": valid_share},
+                warnings=warnings, write_files=write_files)
+    report(progress, 1.0, f"Quick model: accuracy {metrics['accuracy']:.3f}")
     return TrainResult(model_dir=model_dir, dataset=name, backbone=backbone, mode="quick", metrics=metrics,
                        history=[], seconds=time.perf_counter() - t0, warnings=warnings)
+
+
+def warm_head(items, labels: list[str], backbone: str, size: int, cancel=None) -> LinearHead:
+    """The quick-model head that warm-starts fine-tuning, fitted on `items`, the same on every rank.
+
+    Under a launcher all ranks embed the images into the cache together; rank 0
+    reads them back and fits the logistic regression; the others receive the head.
+    """
+    if not distributed.active():
+        X = embed(items, backbone, size=size, cancel=cancel)
+        return fit_head(X, [it.label for it in items], labels)
+    embed_to_cache(items, backbone, size=size, cancel=cancel)
+
+    def fit():
+        X = embed(items, backbone, size=size, cancel=cancel)  # all cached now: a read
+        return fit_head(X, [it.label for it in items], labels)
+
+    return distributed.run_on_main(fit)

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from dragonclf import distributed
 from dragonclf.errors import DragonError
 from dragonclf.store import Store
 
@@ -104,3 +105,21 @@ def summary(items: list[Item]) -> dict:
         "n_valid": sum(v["valid"] for v in per.values()),
         "per_label": dict(sorted(per.items())),
     }
+
+
+def dataset_items(dataset: str, valid_share: float | None = None, backbone: str | None = None) -> list[Item]:
+    """The active images of `dataset` as Items, identical on every rank of a distributed job.
+
+    Only rank 0 opens the store (the SQLite manifest, the folders). It also
+    makes sure `backbone`'s weights are on disk before anyone builds a model,
+    so no other rank converts or downloads them into the shared cache.
+    """
+    def read():
+        from dragonclf import backbones
+
+        _, items = collect(Store.open(dataset), dataset, valid_share)
+        if backbone is not None and backbones.get_backbone(backbone).pretrained:
+            backbones.ensure_weights(backbone)
+        return items
+
+    return distributed.run_on_main(read)

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -205,6 +206,57 @@ def list_models(dataset: str) -> list[dict]:
             "stopped_early": meta.get("stopped_early", False),
         })
     return sorted(out, key=lambda m: m["created"], reverse=True)
+
+
+@dataclass
+class TrainResult:
+    """What a training returns (quick model or fine-tune)."""
+
+    model_dir: Path | None  # the finished model folder (None when nothing was saved)
+    dataset: str
+    backbone: str
+    mode: str  # "quick" | "finetune" | "scratch"
+    metrics: dict
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+    # Per training batch, the learning rate of each parameter group (body first, head last):
+    # the schedule that was really applied (one-cycle, SGDR restarts, discriminative rates).
+    lrs: list[list[float]] = field(default_factory=list)
+    # Fine-tunes: the starting model's validation score ({"epoch": 0, "accuracy", "valid_loss"}; with a warm
+    # head, the quick model at this size), the epoch whose weights were kept (0: the start), which weights
+    # ("start" | "best" | "last") and a sentence saying so.
+    start: dict | None = None
+    best_epoch: int | None = None
+    kept: str | None = None
+    verdict: str = ""
+
+
+def write_model(dataset: str, *, mode: str, backbone: str, labels: list[str], size: int, mean, std,
+                metrics: dict, training_data: dict, params: dict, warnings: list[str], write_files,
+                pkl: bool = False, **extra) -> Path:
+    """Write a finished model folder `models/<dataset>/<id>/` in one piece; returns its path.
+
+    `write_files(folder)` writes `model.onnx` (and `export.pkl` when `pkl`) into the
+    staging folder and may return more model.json keys; a `variant` key (see
+    `quantize`) also names the ONNX file served. `model.json` (labels,
+    preprocessing, metrics, provenance, the `extra` keys) is written here, then
+    the folder is renamed into place whole.
+    """
+    model_id = new_model_id(mode, backbone)
+    meta = {
+        "format": FORMAT, "dataset": dataset, "mode": mode, "backbone": backbone, "labels": labels,
+        "input_size": size, "resize": "squish", "mean": list(mean), "std": list(std), "metrics": metrics,
+        "created": now_iso(), "training_data": training_data, "params": params, **extra,
+        "files": {"onnx": "model.onnx", "pkl": "export.pkl" if pkl else None}, "warnings": warnings,
+    }
+    with staging(dataset, model_id) as tmp:
+        meta.update(write_files(tmp) or {})
+        if meta.get("variant"):
+            meta["files"]["onnx"] = meta["variant"]["onnx"]
+        write_json(tmp / "model.json", meta)
+    return dataset_dir(dataset) / model_id
 
 
 def export_onnx(model, size: int, path: Path) -> None:

@@ -21,16 +21,15 @@ import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dragonclf import backbones, distributed, items as items_mod, modelstore
 from dragonclf.errors import DragonError
-from dragonclf.features import Cancelled, _report
 from dragonclf.items import Item
-from dragonclf.modelstore import list_models  # noqa: F401 - part of this module's API
+from dragonclf.modelstore import TrainResult, list_models  # noqa: F401 - part of this module's API
+from dragonclf.progress import Cancelled, report as report_progress  # noqa: F401 - Cancelled: what Stop raises
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -121,34 +120,6 @@ def setting_note(size: int | None, epochs: int | None, n_train: int | None = Non
                 f"and keeps the best epoch. Fast: 160 px, ~{secs(160):.0f} s, usually {POINTS_LOST_AT_160} points less.")
     return (f"Fast: {size} px, {epochs} epochs, ~{secs(size):.0f} s {where} (224 px: ~{secs(224):.0f} s); usually "
             f"{POINTS_LOST_AT_160} or more points less than 224 px, and it starts below the quick model.")
-
-
-@dataclass
-class TrainResult:
-    model_dir: Path | None  # the finished model folder (None when nothing was saved)
-    dataset: str
-    backbone: str
-    mode: str  # "quick" | "finetune" | "scratch"
-    metrics: dict
-    history: list[dict] = field(default_factory=list)  # one row per epoch
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    stopped_early: bool = False
-    # Per training batch, the learning rate of each parameter group (body first, head last):
-    # the schedule that was really applied (one-cycle, SGDR restarts, discriminative rates).
-    lrs: list[list[float]] = field(default_factory=list)
-    # Fine-tunes: the starting model's validation score ({"epoch": 0, "accuracy", "valid_loss"}; with a warm
-    # head, the quick model at this size), the epoch whose weights were kept (0: the start), which weights
-    # ("start" | "best" | "last") and a sentence saying so.
-    start: dict | None = None
-    best_epoch: int | None = None
-    kept: str | None = None
-    verdict: str = ""
-
-
-def is_main_process() -> bool:
-    """True except on the non-zero ranks of a distributed (accelerate/torchrun) run."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---- DataBlock pieces: module-level so export.pkl unpickles anywhere --------
@@ -282,7 +253,7 @@ def _report_callback_class():
             if self.training:
                 s["lrs"].append([float(h["lr"]) for h in self.opt.hypers])
             phase = "train" if self.training else "valid"
-            _report(self.progress, s["done"] / s["total"],
+            report_progress(self.progress, s["done"] / s["total"],
                     f"Epoch {s['epoch'] + 1}/{s['epochs']}: {phase} batch {self.iter + 1}/{self.n_iter}")
             self._check_cancel()
 
@@ -469,7 +440,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     labels = items_mod.label_order(items)
     b = backbones.get_backbone(backbone)
     size = size or b.size
-    main = is_main_process()
+    main = distributed.is_main()
     lock = modelstore.training_lock(name) if (save and main) else nullcontext()
     with lock:
         set_seed(seed)
@@ -477,14 +448,10 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         if b.pretrained and warm_start:
             from dragonclf import features
 
-            _report(progress, 0.0, "Fitting the starting head on cached embeddings")
-            if distributed.active():  # all ranks embed a share; rank 0 alone writes the cache and fits
-                warm_head = distributed.warm_head([it for it in items if it.split == "train"], labels, backbone,
-                                                  size, cancel)
-            else:
-                X = features.embed([it for it in items if it.split == "train"], backbone, size=size, cancel=cancel)
-                y = [it.label for it in items if it.split == "train"]
-                warm_head = features.fit_head(X, y, labels)
+            report_progress(progress, 0.0, "Fitting the starting head on cached embeddings")
+            # Under a launcher all ranks embed a share; rank 0 alone writes the cache and fits.
+            warm_head = features.warm_head([it for it in items if it.split == "train"], labels, backbone, size,
+                                           cancel)
         if freeze_epochs is None:
             freeze_epochs = 0 if (warm_head is not None or not b.pretrained) else 1
         bn_stats = bn_stats or ("frozen" if warm_head is not None else "train")
@@ -497,7 +464,7 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         # channels_last convolutions train faster on CPU here (A/B per step: ~1.3-3x);
         # the model goes back to the default layout before export.
         learn.model.to(memory_format=torch.channels_last)
-        _report(progress, 0.0, "Scoring the starting model on the validation split")
+        report_progress(progress, 0.0, "Scoring the starting model on the validation split")
         start = _start_point(learn) if warm_head is not None else None  # every rank alike, before sharding
         distributed.attach(learn)  # data-parallel under `accelerate launch`; a no-op in one process
         total_epochs = freeze_epochs + epochs
@@ -571,47 +538,59 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
                          verdict=report.get("verdict", ""))
     if not save:
         return result
-    _report(progress, 1.0, "Exporting the model (fastai export.pkl and ONNX)")
+    report_progress(progress, 1.0, "Exporting the model (fastai export.pkl and ONNX)")
     if hasattr(learn, "to_fp32"):
         learn.to_fp32()
     mean, std = (list(b.mean), list(b.std))
-    model_id = modelstore.new_model_id(mode, backbone)
-    meta = {
-        "format": modelstore.FORMAT, "dataset": name, "mode": mode, "backbone": backbone, "labels": labels,
-        "input_size": size, "resize": "squish", "mean": mean, "std": std, "metrics": metrics,
-        "created": modelstore.now_iso(), "training_data": items_mod.summary(items), "params": params,
-        "history": history, "stopped_early": stopped, "epochs_completed": len(history),
-        "files": {"onnx": "model.onnx", "pkl": "export.pkl"}, "warnings": warnings,
-        "start_metrics": report.get("start"), "best_epoch": report.get("best_epoch"), "kept": report.get("kept"),
-        "verdict": report.get("verdict", ""),
-    }
-    with modelstore.staging(name, model_id) as tmp:
+
+    def write_files(tmp):
         learn.model.cpu().eval()
         modelstore.export_onnx(learn.model, size, tmp / "model.onnx")
         from dragonclf import quantize
 
         # int8 answers faster on a CPU; it is served only if as accurate on the validation split.
-        _report(progress, 1.0, "Quantising the model to int8 and checking it on the validation split")
-        meta["variant"] = quantize.choose_variant(tmp, items, labels, size, mean, std)
-        meta["files"]["onnx"] = meta["variant"]["onnx"]
+        report_progress(progress, 1.0, "Quantising the model to int8 and checking it on the validation split")
+        variant = quantize.choose_variant(tmp, items, labels, size, mean, std)
         learn.dls.cpu()
         learn.export(tmp / "export.pkl")
-        modelstore.write_json(tmp / "model.json", meta)
-    result.model_dir = modelstore.dataset_dir(name) / model_id
+        return {"variant": variant}
+
+    result.model_dir = modelstore.write_model(
+        name, mode=mode, backbone=backbone, labels=labels, size=size, mean=mean, std=std, metrics=metrics,
+        training_data=items_mod.summary(items), params=params, warnings=warnings, write_files=write_files, pkl=True,
+        history=history, stopped_early=stopped, epochs_completed=len(history), start_metrics=report.get("start"),
+        best_epoch=report.get("best_epoch"), kept=report.get("kept"), verdict=report.get("verdict", ""))
     return result
 
 
 def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_BACKBONE, **kw) -> TrainResult:
-    """One entry point for the UI and CLI: mode "quick" or "finetune"."""
-    _check_ranges(**{k: v for k, v in kw.items() if k in LIMITS})
-    if mode == "quick":
-        from dragonclf.features import fit_quick
+    """The one entry point for the UI, the CLI and distributed runs: mode "quick" or "finetune".
 
-        allowed = {"dataset", "valid_share", "size", "progress", "cancel", "save"}
-        return fit_quick(store_or_rows, backbone, **{k: v for k, v in kw.items() if k in allowed})
+    Under a launcher (`accelerate launch`) fine-tuning runs on every rank (see
+    `distributed.attach`); for the quick model all ranks embed a share of the
+    images into the cache, then rank 0 fits and saves it alone. Rank 0 gets the
+    full result, the other ranks one with `model_dir` None.
+    """
+    from dragonclf import features
+
+    _check_ranges(**{k: v for k, v in kw.items() if k in LIMITS})
     if mode == "finetune":
         return fine_tune(store_or_rows, backbone, **kw)
-    raise DragonError(f"Unknown mode {mode!r}; choose quick or finetune.")
+    if mode != "quick":
+        raise DragonError(f"Unknown mode {mode!r}; choose quick or finetune.")
+    allowed = {"dataset", "valid_share", "size", "progress", "cancel", "save"}
+    quick = {k: v for k, v in kw.items() if k in allowed}
+    if not distributed.active():
+        return features.fit_quick(store_or_rows, backbone, **quick)
+    from dragonclf.embeddings import embed_to_cache
+
+    name, items = items_mod.collect(store_or_rows, quick.get("dataset"))
+    embed_to_cache(items, backbone, size=quick.get("size") or backbones.get_backbone(backbone).size,
+                   progress=quick.get("progress") if distributed.is_main() else None)
+    result = distributed.run_on_main(lambda: features.fit_quick(items, backbone, **{**quick, "progress": None}))
+    if not distributed.is_main():
+        result = TrainResult(None, name, backbone, mode, result.metrics, seconds=result.seconds)
+    return result
 
 
 def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
@@ -659,7 +638,7 @@ def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, datase
         def after_batch(self):
             if self.training:
                 done = len(self.recorder.lrs)
-                _report(progress, min(1.0, done / num_it),
+                report_progress(progress, min(1.0, done / num_it),
                         f"Learning-rate sweep: batch {done}/{num_it}, {done * batch_size} pictures")
 
     stopped = DragonError("Learning-rate finder stopped; nothing changed.")
@@ -677,7 +656,7 @@ def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, datase
         shutil.rmtree(learn.path, ignore_errors=True)
     if cancel is not None and cancel.is_set():
         raise stopped
-    _report(progress, 1.0, f"Learning-rate sweep done: {len(lrs)} batches, {len(lrs) * batch_size} pictures")
+    report_progress(progress, 1.0, f"Learning-rate sweep done: {len(lrs)} batches, {len(lrs) * batch_size} pictures")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 3), layout="constrained")

@@ -124,7 +124,7 @@ def test_two_process_finetune_makes_one_model_and_leaves_the_store_alone(demo_ho
 
 
 def test_distributed_embed_matches_a_single_process_and_only_rank_0_writes(demo_home, tmp_path):
-    from dragonclf import backbones, distributed
+    from dragonclf import backbones, embeddings
     from dragonclf.items import collect
 
     home, root = demo_home
@@ -145,7 +145,7 @@ def test_distributed_embed_matches_a_single_process_and_only_rank_0_writes(demo_
     con.close()
     assert set(cached) == {it.sha256 for it in items}
     # A resumed run finds nothing left to do, and a single process agrees with the shards.
-    again = distributed.embed_to_cache(items, size=SIZE)
+    again = embeddings.embed_to_cache(items, size=SIZE)
     assert again["embedded"] == 0
     fresh = backbones.create_body("efficientnet_lite0")
     import torch

@@ -69,7 +69,7 @@ def test_emptied_trash_is_no_longer_served_whoever_emptied_it(app_url, client, h
     subprocess.run([sys.executable, "-m", "dragonclf", "empty-trash", "--dataset", "demo", "--yes"], check=True, capture_output=True,
                    env={**os.environ, "DRAGONCLF_HOME": str(home)}, cwd=REPO)
     assert serving.sweep() >= 1 and http_status(url2) in (403, 404)
-    assert serving._sweeper is not None and serving._sweeper.is_alive()  # the same sweep runs on a schedule
+    assert serving.sweeper_running()  # the same sweep runs on a schedule
 
 
 def test_hostile_dataset_names_through_the_ui_are_refused(client, home):

@@ -54,11 +54,6 @@ def _private_uses(path: Path, package_modules: set[str]) -> list[str]:
     return found
 
 
-# Private names still reached across modules: the embedding cache (features._cache_db/_body, used by
-# distributed) and the progress helper (features._report, used by train). Each
-# goes when its job moves to a module of its own; a new entry here is a regression.
-KNOWN = {"distributed.py: dragonclf.features._cache_db", "distributed.py: dragonclf.features._body",
-         "train.py: from dragonclf.features import _report"}
 
 
 def test_no_module_or_test_uses_another_modules_private_names():
@@ -67,7 +62,7 @@ def test_no_module_or_test_uses_another_modules_private_names():
     files = [*(REPO / "dragonclf").rglob("*.py"), *(REPO / "ui").rglob("*.py"), REPO / "app.py",
              *(REPO / "tests").glob("*.py"), *(REPO / "bench").glob("*.py")]
     found = {use for f in files for use in _private_uses(f, modules)}
-    assert found <= KNOWN, sorted(found - KNOWN)
+    assert found == set(), sorted(found)
 
 
 def test_pip_install_gives_a_working_dragonclf_command(tmp_path):

@@ -109,6 +109,12 @@ def sweep(now: float | None = None) -> int:
     return removed
 
 
+def sweeper_running() -> bool:
+    """Whether the scheduled sweep's thread is alive (started by the first serve)."""
+    with _lock:
+        return _sweeper is not None and _sweeper.is_alive()
+
+
 def _start_sweeper() -> None:
     global _sweeper
     with _lock:

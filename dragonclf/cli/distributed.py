@@ -26,9 +26,10 @@ def register(sub) -> None:
 def cmd_embed(a) -> int:
     from dragonclf import distributed
     from dragonclf.cli.train import stderr_progress
+    from dragonclf.embeddings import embed_dataset
 
     progress = stderr_progress(a.quiet or not distributed.is_main())
-    out = distributed.embed_dataset(a.dataset, a.backbone, size=a.size, batch_size=a.batch_size, progress=progress)
+    out = embed_dataset(a.dataset, a.backbone, size=a.size, batch_size=a.batch_size, progress=progress)
     if distributed.is_main():
         emit(out, a.json)
     return 0

@@ -75,12 +75,12 @@ def stderr_progress(quiet: bool):
 
 def cmd_train(a) -> int:
     from dragonclf import distributed
+    from dragonclf.items import dataset_items
     from dragonclf.store import Store
     from dragonclf.train import train
 
     if distributed.active():  # under `accelerate launch`: only rank 0 opens the store; the rest get its items
-        store = distributed.dataset_items(a.dataset, a.valid_share, a.backbone)
-        train = distributed.train
+        store = dataset_items(a.dataset, a.valid_share, a.backbone)
     else:
         store = Store.open(a.dataset)
     kw = dict(progress=stderr_progress(a.quiet or not distributed.is_main()), valid_share=a.valid_share,
