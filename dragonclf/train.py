@@ -30,11 +30,11 @@ from dragonclf.errors import DragonError
 from dragonclf.items import Item
 from dragonclf.modelstore import TrainResult, list_models  # noqa: F401 - part of this module's API
 from dragonclf.progress import Cancelled, report as report_progress  # noqa: F401 - Cancelled: what Stop raises
+from dragonclf.settings import (  # noqa: F401 - the settings' names, as this module always offered them
+    AUGMENT_PRESETS, LIMITS, PRECISIONS, QUICK_FIELDS, SCHEDULES, TrainSettings, cuda_likely)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-SCHEDULES = ("one_cycle", "sgdr")
-PRECISIONS = ("no", "fp16", "bf16")  # what `mixed_precision` may ask for; "auto" (or None) picks
 
 
 def choose_precision(requested: str | None = None, cuda: bool | None = None) -> tuple[str, str | None]:
@@ -65,32 +65,12 @@ def choose_precision(requested: str | None = None, cuda: bool | None = None) -> 
     return wanted, None
 
 
-def cuda_likely() -> bool:
-    """torch's answer when torch is already imported; else whether an NVIDIA driver is loaded.
-
-    Choosing starting values must not import torch: that alone costs a command seconds.
-    """
-    import sys
-
-    if "torch" in sys.modules:
-        return sys.modules["torch"].cuda.is_available()
-    return Path("/proc/driver/nvidia/version").exists()
-
-
 def default_settings(cuda: bool | None = None) -> dict:
-    """Starting values for the Train tab and the CLI, sized for the machine.
-
-    Chosen on the hard set (bench/bench_hard.py, bench/RESULTS.md): the
-    backbone's own 224 px on both, so a fine-tune starts exactly from the quick
-    model (160 px started 4 points lower there and never caught up); 3 epochs
-    on a CPU keep it within plain fastai's time; a GPU affords more epochs and
-    bigger batches (not measured here: no GPU was lent to this work).
-    """
+    """The machine-sized starting values (`TrainSettings.for_machine`) as the Train tab and the CLI show them."""
     if cuda is None:
         cuda = cuda_likely()
-    if cuda:
-        return {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
-    return {"device": "cpu", "size": 224, "batch_size": 32, "epochs": 3}
+    m = TrainSettings.for_machine(cuda)
+    return {"device": "cuda" if cuda else "cpu", "size": m.size, "batch_size": m.batch_size, "epochs": m.epochs}
 
 
 # What the CPU settings cost. Time: a fine-tune's whole process on a quiet 2-core machine, fitted to the
@@ -135,14 +115,6 @@ def item_label(x: Item) -> str:
 
 def item_is_valid(x: Item) -> bool:
     return x.split == "valid"
-
-
-AUGMENT_PRESETS = {
-    "none": None,
-    "light": dict(do_flip=True, max_rotate=5.0, max_zoom=1.05, max_lighting=0.1, max_warp=0.0, p_affine=0.5, p_lighting=0.5),
-    "default": dict(),  # fastai's aug_transforms defaults: flip, rotate 10, zoom 1.1, lighting 0.2, warp 0.2
-    "strong": dict(do_flip=True, max_rotate=25.0, max_zoom=1.3, max_lighting=0.4, max_warp=0.3, p_affine=0.9, p_lighting=0.9),
-}
 
 
 def augment_tfms(preset: str) -> list:
@@ -385,25 +357,13 @@ def cycle_position(pos: float, n_cycles: int) -> float:
 
 # ---- the public functions -----------------------------------------------------
 
-LIMITS = {"epochs": (1, 1000), "freeze_epochs": (0, 100), "size": (32, 1024), "batch_size": (1, 1024),
-          "valid_share": (0.01, 0.9), "lr": (1e-8, 10.0)}
-
-
-def _check_ranges(**values) -> None:
-    """Every numeric setting is checked here, whoever called (browser, API client, CLI, script)."""
-    for key, value in values.items():
-        lo, hi = LIMITS[key]
-        if value is not None and not lo <= value <= hi:
-            raise DragonError(f"{key.replace('_', ' ')} must be between {lo:g} and {hi:g}, not {value!r}.")
-
-
-def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
-              epochs: int = 3, lr: float | None = None, freeze_epochs: int | None = None, schedule: str = "one_cycle",
-              discriminative: bool = True, lr_mult: float = 100.0, size: int | None = None, batch_size: int = 32,
-              valid_share: float | None = None, augment: str = "default", warm_start: bool = True, seed: int = 0,
-              mixed_precision: str | None = None, progress=None, on_epoch=None, cancel: threading.Event | None = None,
-              save: bool = True, keep_best: bool = True, bn_stats: str | None = None) -> TrainResult:
+def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, settings: TrainSettings | None = None,
+              dataset: str | None = None, progress=None, on_epoch=None, cancel: threading.Event | None = None,
+              save: bool = True, **overrides) -> TrainResult:
     """Train `backbone` on the dataset and save it; returns a TrainResult.
+
+    `settings` (default `TrainSettings()`) with `overrides` (any of its fields by
+    name, e.g. `epochs=5`): every field is described once, in `settings.py`.
 
     Pretrained backbones: `freeze_epochs` with the body frozen (default 0 with a
     warm-started head, else 1), then `epochs` with everything trainable, the
@@ -425,12 +385,12 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
     import torch
     from fastai.torch_core import set_seed
 
-    if schedule not in SCHEDULES:
-        raise DragonError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-    if epochs < 1:
-        raise DragonError("Train for at least one epoch.")
-    _check_ranges(epochs=epochs, freeze_epochs=freeze_epochs, size=size, batch_size=batch_size,
-                  valid_share=valid_share, lr=lr)
+    st = (settings or TrainSettings()).updated(**overrides).check()
+    epochs, lr, freeze_epochs, schedule, discriminative, lr_mult = (
+        st.epochs, st.lr, st.freeze_epochs, st.schedule, st.discriminative, st.lr_mult)
+    size, batch_size, valid_share, augment, warm_start, seed = (
+        st.size, st.batch_size, st.valid_share, st.augment, st.warm_start, st.seed)
+    mixed_precision, keep_best, bn_stats = st.mixed_precision, st.keep_best, st.bn_stats
     t0 = time.perf_counter()
     name, items = items_mod.collect(store_or_rows, dataset, valid_share)
     warnings = items_mod.check_trainable(name, items)
@@ -455,8 +415,6 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
         if freeze_epochs is None:
             freeze_epochs = 0 if (warm_head is not None or not b.pretrained) else 1
         bn_stats = bn_stats or ("frozen" if warm_head is not None else "train")
-        if bn_stats not in ("frozen", "train"):
-            raise DragonError(f"bn_stats must be 'frozen' or 'train', not {bn_stats!r}.")
         if not b.pretrained:
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
@@ -500,11 +458,10 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, data
             report = {"start": _public(start), "best_epoch": best["epoch"] if best else None, "kept": kept,
                       "verdict": why}
             result = _finish(learn, name, items, labels, backbone, size, state["history"], stopped, warnings,
-                             params=dict(epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule,
-                                         discriminative=discriminative, lr_mult=lr_mult, size=size,
-                                         batch_size=batch_size, valid_share=valid_share, augment=augment,
-                                         warm_start=warm_head is not None, seed=seed,
-                                         mixed_precision=precision, keep_best=keep_best, bn_stats=bn_stats),
+                             # every setting, with what "automatic" resolved to
+                             params={**st.as_dict(), "freeze_epochs": freeze_epochs, "lr": lr, "size": size,
+                                     "warm_start": warm_head is not None, "mixed_precision": precision,
+                                     "bn_stats": bn_stats},
                              save=save and main, progress=progress, report=report)
         finally:
             shutil.rmtree(learn.path, ignore_errors=True)  # lr_find/_tmp files; the model is saved elsewhere
@@ -563,31 +520,36 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
     return result
 
 
-def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_BACKBONE, **kw) -> TrainResult:
+def train(store_or_rows, mode: str = "quick", backbone: str = backbones.DEFAULT_BACKBONE, *,
+          settings: TrainSettings | None = None, dataset: str | None = None, progress=None, on_epoch=None,
+          cancel: threading.Event | None = None, save: bool = True, **overrides) -> TrainResult:
     """The one entry point for the UI, the CLI and distributed runs: mode "quick" or "finetune".
 
-    Under a launcher (`accelerate launch`) fine-tuning runs on every rank (see
-    `distributed.attach`); for the quick model all ranks embed a share of the
-    images into the cache, then rank 0 fits and saves it alone. Rank 0 gets the
-    full result, the other ranks one with `model_dir` None.
+    `settings` with `overrides` as for `fine_tune`, checked before any work
+    whoever called; the quick model uses only `size` and `valid_share` of them
+    (`settings.QUICK_FIELDS`). Under a launcher (`accelerate launch`)
+    fine-tuning runs on every rank (see `distributed.attach`); for the quick
+    model all ranks embed a share of the images into the cache, then rank 0
+    fits and saves it alone. Rank 0 gets the full result, the others one with
+    `model_dir` None.
     """
     from dragonclf import features
 
-    _check_ranges(**{k: v for k, v in kw.items() if k in LIMITS})
+    st = (settings or TrainSettings()).updated(**overrides).check()
     if mode == "finetune":
-        return fine_tune(store_or_rows, backbone, **kw)
+        return fine_tune(store_or_rows, backbone, settings=st, dataset=dataset, progress=progress,
+                         on_epoch=on_epoch, cancel=cancel, save=save)
     if mode != "quick":
         raise DragonError(f"Unknown mode {mode!r}; choose quick or finetune.")
-    allowed = {"dataset", "valid_share", "size", "progress", "cancel", "save"}
-    quick = {k: v for k, v in kw.items() if k in allowed}
+    quick = dict(dataset=dataset, valid_share=st.valid_share, size=st.size, cancel=cancel, save=save)
     if not distributed.active():
-        return features.fit_quick(store_or_rows, backbone, **quick)
+        return features.fit_quick(store_or_rows, backbone, progress=progress, **quick)
     from dragonclf.embeddings import embed_to_cache
 
-    name, items = items_mod.collect(store_or_rows, quick.get("dataset"))
-    embed_to_cache(items, backbone, size=quick.get("size") or backbones.get_backbone(backbone).size,
-                   progress=quick.get("progress") if distributed.is_main() else None)
-    result = distributed.run_on_main(lambda: features.fit_quick(items, backbone, **{**quick, "progress": None}))
+    name, items = items_mod.collect(store_or_rows, dataset)
+    embed_to_cache(items, backbone, size=st.size or backbones.get_backbone(backbone).size,
+                   progress=progress if distributed.is_main() else None)
+    result = distributed.run_on_main(lambda: features.fit_quick(items, backbone, **quick))
     if not distributed.is_main():
         result = TrainResult(None, name, backbone, mode, result.metrics, seconds=result.seconds)
     return result

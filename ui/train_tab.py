@@ -10,12 +10,12 @@ import pandas as pd
 from dragonclf import backbones, quotas, train
 from dragonclf.errors import DragonError
 from dragonclf.interpret import plot_history
+from dragonclf.settings import AUGMENT_PRESETS, TrainSettings
 from ui.common import model_dropdown_update, stream_work, ui_errors
 from ui.people import me, open_store
 
 TITLE = "Train"
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "accuracy", "error_rate", "time"]
-AUGMENTS = ("none", "light", "default", "strong")
 
 
 def backbone_label(b: dict) -> str:
@@ -28,14 +28,16 @@ def backbone_choices() -> list[tuple[str, str]]:
     return [(backbone_label(b), b["name"]) for b in backbones.available_backbones()]
 
 
-def _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
-            augment) -> dict:
-    kw = dict(valid_share=float(valid_share), size=int(size) if size else None)
+def _settings(mode, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
+              augment) -> TrainSettings:
+    """The form's fields as one TrainSettings (the quick model reads only size and validation share)."""
+    s = TrainSettings(valid_share=float(valid_share), size=int(size) if size else None)
     if mode == "finetune":
-        kw.update(epochs=int(epochs), lr=_learning_rate(lr),
-                  freeze_epochs=int(freeze_epochs) if freeze_epochs not in (None, "") else None,
-                  schedule=schedule, discriminative=bool(discriminative), batch_size=int(batch_size), augment=augment)
-    return kw
+        s = s.updated(epochs=int(epochs), lr=_learning_rate(lr),
+                      freeze_epochs=int(freeze_epochs) if freeze_epochs not in (None, "") else None,
+                      schedule=schedule, discriminative=bool(discriminative), batch_size=int(batch_size),
+                      augment=augment)
+    return s
 
 
 def _learning_rate(text) -> float | None:
@@ -58,15 +60,16 @@ def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminat
     who, store = me(), open_store(name, "train")
     name = store.name
     cancel = threading.Event()
-    kw = _params(mode, backbone, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
-                 augment)
+    settings = _settings(mode, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
+                         augment)
     on_gpu = train.default_settings()["device"] == "cuda"
-    quotas.check_training(who, kw.get("epochs"), kw.get("size") if mode == "finetune" else None, on_gpu)
+    finetune = mode == "finetune"
+    quotas.check_training(who, settings.epochs if finetune else None, settings.size if finetune else None, on_gpu)
 
     def work(report, emit):
         extra = {"on_epoch": emit} if mode == "finetune" else {}  # the quick model has no epochs
-        return train.train(store, mode=mode, backbone=backbone, dataset=name, progress=report, cancel=cancel,
-                           **extra, **kw)
+        return train.train(store, mode=mode, backbone=backbone, settings=settings, dataset=name, progress=report,
+                           cancel=cancel, **extra)
 
     rows: list[dict] = []
     status = f"Training {mode} model on **{name}** with {backbone}…"
@@ -169,7 +172,7 @@ def preview(name, augment, size, image_index):
 
 def build(bar) -> None:
     cancel = gr.State(None)
-    defaults = train.default_settings()  # CPU-sized without CUDA (a free Space), larger on a GPU
+    defaults = TrainSettings.for_machine()  # CPU-sized without CUDA (a free Space), larger on a GPU
     with gr.Row():
         with gr.Column(scale=1):
             mode = gr.Radio([("Quick model (seconds)", "quick"), ("Fine-tune (fastai)", "finetune")],
@@ -177,7 +180,7 @@ def build(bar) -> None:
             backbone = gr.Dropdown(backbone_choices(), value=backbones.DEFAULT_BACKBONE, label="Backbone",
                                    elem_id="train-backbone")
             with gr.Row():
-                epochs = gr.Number(defaults["epochs"], label="Epochs", precision=0, minimum=1, maximum=100,
+                epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, minimum=1, maximum=100,
                                    elem_id="train-epochs")
                 lr = gr.Textbox("", label="Learning rate", placeholder="auto", elem_id="train-lr")
             with gr.Accordion("More settings", open=False, elem_id="train-more-settings"):
@@ -186,13 +189,13 @@ def build(bar) -> None:
                 schedule = gr.Radio([("One-cycle", "one_cycle"), ("SGDR (warm restarts)", "sgdr")],
                                     value="one_cycle", label="Schedule")
                 discriminative = gr.Checkbox(True, label="Discriminative learning rates (body slower than head)")
-                size = gr.Number(defaults["size"], label="Image size (px)", precision=0, minimum=32, maximum=512,
+                size = gr.Number(defaults.size, label="Image size (px)", precision=0, minimum=32, maximum=512,
                                  elem_id="train-size")
-                batch_size = gr.Number(defaults["batch_size"], label="Batch size", precision=0, minimum=1, maximum=512,
+                batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1, maximum=512,
                                        elem_id="train-batch-size")
                 valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
-            augment = gr.Dropdown(list(AUGMENTS), value="default", label="Augmentation")
-            tradeoff = gr.Markdown(train.setting_note(defaults["size"], defaults["epochs"]), elem_id="train-tradeoff")
+            augment = gr.Dropdown(list(AUGMENT_PRESETS), value=defaults.augment, label="Augmentation")
+            tradeoff = gr.Markdown(train.setting_note(defaults.size, defaults.epochs), elem_id="train-tradeoff")
             with gr.Row():
                 start_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")

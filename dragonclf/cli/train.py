@@ -12,27 +12,26 @@ from dragonclf.errors import DragonError
 
 def register(sub) -> None:
     from dragonclf.backbones import DEFAULT_BACKBONE, backbone_names
-    from dragonclf.train import AUGMENT_PRESETS, PRECISIONS, SCHEDULES, default_settings
+    from dragonclf.settings import AUGMENT_PRESETS, PRECISIONS, SCHEDULES, TrainSettings, cuda_likely, help_for
 
-    defaults = default_settings()  # smaller on a CPU than with CUDA
+    defaults = TrainSettings.for_machine()  # sized for this machine: fewer epochs and smaller batches on a CPU
+    where = "cuda" if cuda_likely() else "cpu"
 
     p = sub.add_parser("train", help="train a model on a dataset (quick: seconds; finetune: fastai)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=backbone_names())
     p.add_argument("--mode", default="quick", choices=("quick", "finetune"))
-    p.add_argument("--epochs", type=int, default=defaults["epochs"], help=f"default {defaults['epochs']} on this "
-                   f"machine ({defaults['device']})")
-    p.add_argument("--size", type=int, help="image size in pixels (default: the backbone's)")
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                   help=f"default {defaults['batch_size']} on this machine ({defaults['device']})")
-    p.add_argument("--lr", type=float, help="learning rate (default: a sensible one per backbone)")
-    p.add_argument("--freeze-epochs", type=int, help="epochs with the body frozen (default 0 with a warm-started head)")
-    p.add_argument("--schedule", default="one_cycle", choices=SCHEDULES)
-    p.add_argument("--augment", default="default", choices=list(AUGMENT_PRESETS))
-    p.add_argument("--valid-share", type=float, help="share of images for validation (default 0.2)")
-    p.add_argument("--mixed-precision", choices=("auto", *PRECISIONS),
-                   help="finetune on a GPU: fp16, bf16 or no (default: accelerate launch's --mixed_precision, "
-                        "else fp16 with CUDA; a CPU always trains in full precision)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs,
+                   help=f"{help_for('epochs')}; default {defaults.epochs} on this machine ({where})")
+    p.add_argument("--size", type=int, help=help_for("size"))
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help=f"{help_for('batch_size')}; default {defaults.batch_size} on this machine ({where})")
+    p.add_argument("--lr", type=float, help=help_for("lr"))
+    p.add_argument("--freeze-epochs", type=int, help=help_for("freeze_epochs"))
+    p.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES, help=help_for("schedule"))
+    p.add_argument("--augment", default=defaults.augment, choices=list(AUGMENT_PRESETS), help=help_for("augment"))
+    p.add_argument("--valid-share", type=float, help=help_for("valid_share"))
+    p.add_argument("--mixed-precision", choices=("auto", *PRECISIONS), help=help_for("mixed_precision"))
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(p)
     p.set_defaults(func=cmd_train)
@@ -76,6 +75,7 @@ def stderr_progress(quiet: bool):
 def cmd_train(a) -> int:
     from dragonclf import distributed
     from dragonclf.items import dataset_items
+    from dragonclf.settings import TrainSettings
     from dragonclf.store import Store
     from dragonclf.train import train
 
@@ -83,14 +83,11 @@ def cmd_train(a) -> int:
         store = dataset_items(a.dataset, a.valid_share, a.backbone)
     else:
         store = Store.open(a.dataset)
-    kw = dict(progress=stderr_progress(a.quiet or not distributed.is_main()), valid_share=a.valid_share,
-              dataset=a.dataset)
-    if a.mode == "finetune":
-        kw.update(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr, freeze_epochs=a.freeze_epochs,
-                  schedule=a.schedule, augment=a.augment, mixed_precision=a.mixed_precision)
-    elif a.size is not None:
-        kw["size"] = a.size
-    r = train(store, a.mode, a.backbone, **kw)
+    settings = TrainSettings(epochs=a.epochs, size=a.size, batch_size=a.batch_size, lr=a.lr,
+                             freeze_epochs=a.freeze_epochs, schedule=a.schedule, augment=a.augment,
+                             valid_share=a.valid_share, mixed_precision=a.mixed_precision)
+    r = train(store, a.mode, a.backbone, settings=settings, dataset=a.dataset,
+              progress=stderr_progress(a.quiet or not distributed.is_main()))
     out = {"model": str(r.model_dir) if r.model_dir else None, "backbone": r.backbone, "mode": r.mode,
            "accuracy": r.metrics["accuracy"], "per_class": r.metrics["per_class"], "seconds": round(r.seconds, 2)}
     if r.mode != "quick":  # where the fine-tune started, which weights it kept, and why

@@ -1,0 +1,116 @@
+"""The settings of one fine-tune, declared once: the library, the CLI, the Train tab
+and distributed runs all read them from `TrainSettings`.
+
+`TrainSettings()` holds the library's defaults; `TrainSettings.for_machine()` the
+starting values the Train tab and the CLI offer, sized for the machine. Both are
+224 px (the backbone's own size, so a fine-tune starts exactly from the quick
+model: 160 px started 4 points lower on the hard set and never caught up); a CPU
+gets 3 epochs of 32 pictures (within plain fastai's time), a GPU 5 epochs of 64
+(bench/bench_hard.py, bench/RESULTS.md). Each field's `help` is its one
+description, shown by the CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from dragonclf.errors import DragonError
+
+SCHEDULES = ("one_cycle", "sgdr")
+PRECISIONS = ("no", "fp16", "bf16")  # what `mixed_precision` may ask for; "auto" (or None) picks
+# fastai aug_transforms arguments per preset (None: no augmentation)
+AUGMENT_PRESETS = {
+    "none": None,
+    "light": dict(do_flip=True, max_rotate=5.0, max_zoom=1.05, max_lighting=0.1, max_warp=0.0, p_affine=0.5, p_lighting=0.5),
+    "default": dict(),  # fastai's aug_transforms defaults: flip, rotate 10, zoom 1.1, lighting 0.2, warp 0.2
+    "strong": dict(do_flip=True, max_rotate=25.0, max_zoom=1.3, max_lighting=0.4, max_warp=0.3, p_affine=0.9, p_lighting=0.9),
+}
+BN_STATS = ("frozen", "train")
+# Bounds of the numeric settings, checked on the server whoever called (browser, API client, CLI, script).
+LIMITS = {"epochs": (1, 1000), "freeze_epochs": (0, 100), "size": (32, 1024), "batch_size": (1, 1024),
+          "valid_share": (0.01, 0.9), "lr": (1e-8, 10.0)}
+QUICK_FIELDS = ("size", "valid_share")  # what the quick model (a linear head on embeddings) uses
+# The machine-sized starting values (see the module's docstring).
+CPU_DEFAULTS = {"size": 224, "batch_size": 32, "epochs": 3}
+GPU_DEFAULTS = {"size": 224, "batch_size": 64, "epochs": 5}
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = _f(3, "epochs with everything trainable (after the frozen ones)")
+    lr: float | None = _f(None, "learning rate (default: a sensible one per backbone and warm start)")
+    freeze_epochs: int | None = _f(None, "epochs with the body frozen first (default: 0 with a warm-started head, "
+                                         "else 1)")
+    schedule: str = _f("one_cycle", "learning-rate schedule: one_cycle, or sgdr (warm restarts)")
+    discriminative: bool = _f(True, "discriminative learning rates: the body at lr / lr_mult")
+    lr_mult: float = _f(100.0, "how much slower the body learns than the head (with discriminative)")
+    size: int | None = _f(None, "image size in pixels (default: the backbone's)")
+    batch_size: int = _f(32, "images per batch, per process")
+    valid_share: float | None = _f(None, "share of images for validation (default 0.2)")
+    augment: str = _f("default", "augmentation preset: none, light, default or strong")
+    warm_start: bool = _f(True, "start the head from the quick model fitted on cached embeddings")
+    seed: int = _f(0, "random seed")
+    mixed_precision: str | None = _f(None, "finetune on a GPU: fp16, bf16 or no (default: accelerate launch's "
+                                           "--mixed_precision, else fp16 with CUDA; a CPU always trains in full "
+                                           "precision)")
+    keep_best: bool = _f(True, "save the best of the start and every epoch on the validation split, not the last")
+    bn_stats: str | None = _f(None, "batch norm statistics while training: frozen (the default with a warm head) "
+                                    "keeps the pretrained ones, train updates them from each batch")
+
+    @classmethod
+    def for_machine(cls, cuda: bool | None = None, **overrides) -> TrainSettings:
+        """The starting values for this machine (CPU- or GPU-sized), with `overrides`."""
+        sized = GPU_DEFAULTS if (cuda_likely() if cuda is None else cuda) else CPU_DEFAULTS
+        return cls(**{**sized, **overrides})
+
+    def updated(self, **changes) -> TrainSettings:
+        """A copy with `changes` (names of fields; an unknown one is a DragonError)."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            raise DragonError(f"Unknown training setting(s): {', '.join(unknown)}.")
+        return replace(self, **changes)
+
+    def check(self) -> TrainSettings:
+        """Itself, or a DragonError naming the first setting out of range."""
+        if self.epochs < 1:
+            raise DragonError("Train for at least one epoch.")
+        for key, (lo, hi) in LIMITS.items():
+            value = getattr(self, key)
+            if value is not None and not lo <= value <= hi:
+                raise DragonError(f"{key.replace('_', ' ')} must be between {lo:g} and {hi:g}, not {value!r}.")
+        if self.schedule not in SCHEDULES:
+            raise DragonError(f"Unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+        if self.augment not in AUGMENT_PRESETS:
+            raise DragonError(f"Unknown augmentation preset {self.augment!r}; choose one of "
+                              f"{', '.join(AUGMENT_PRESETS)}.")
+        if self.bn_stats is not None and self.bn_stats not in BN_STATS:
+            raise DragonError(f"bn_stats must be 'frozen' or 'train', not {self.bn_stats!r}.")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cuda_likely() -> bool:
+    """torch's answer when torch is already imported; else whether an NVIDIA driver is loaded.
+
+    Choosing starting values must not import torch: that alone costs a command seconds.
+    """
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainSettings)]
+
+
+def help_for(name: str) -> str:
+    """The one description of a setting (CLI help)."""
+    return next(f.metadata["help"] for f in fields(TrainSettings) if f.name == name)
