@@ -77,4 +77,5 @@ def test_the_label_gallery_pages_and_filters(app_url, pets):
     one = pets.images()[5]
     name = one.source.split("/")[-1]
     gallery, page, info = c.predict("pets", "fishes", name, 1, api_name="/gallery_page")
-    assert len(gallery) == 1 and one.id in gallery[0]["caption"] and info.startswith("1-1 of 1")
+    assert len(gallery) == 1 and info.startswith("1-1 of 1")
+    assert name in gallery[0]["caption"] and one.id in str(gallery[0]["image"])  # captioned by its source, served by id
