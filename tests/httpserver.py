@@ -56,9 +56,16 @@ class LoopbackServer:
                     server.hits[self.path] += 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                answering = False
                 try:
                     if server.latency:
                         time.sleep(server.latency)
+                    # "In flight" ends when the answer starts: a client can reuse its slot as soon as it has
+                    # read the answer, which may be before this thread reaches `finally`; counting until
+                    # then let a correct client appear to exceed its bound by one.
+                    with server._lock:
+                        server.in_flight -= 1
+                    answering = True
                     route = server.routes.get(self.path)
                     if route is None:
                         self.send_error(404)
@@ -67,8 +74,9 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client hung up on purpose (a cap or a deadline): that is the point
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    if not answering:
+                        with server._lock:
+                            server.in_flight -= 1
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default 5 drops SYNs under 32 parallel connects: 1 s stalls

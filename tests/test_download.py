@@ -341,13 +341,10 @@ def test_many_in_flight_but_bounded_per_host():
         photo = real_photos()[0]
         urls = [server.add_file(f"/p{i}.webp", photo) for i in range(40)]
         cfg = FetchConfig(workers=32, per_host=8, allow_private=True)
-        t = time.monotonic()
         with Fetcher(cfg) as f:
             results = list(f.fetch_many(urls))
-        took = time.monotonic() - t
         assert len(results) == 40 and all(r.ok for r in results)
-        assert 4 <= server.max_in_flight <= 8
-        assert took < 40 * 0.2 / 3  # far faster than one at a time
+        assert 4 <= server.max_in_flight <= 8  # many at once (not one at a time), never more than per_host
 
 
 def test_cancel_stops_in_flight_downloads_promptly(server):
