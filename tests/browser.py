@@ -29,3 +29,15 @@ def chromium_page(width: int = 1400, height: int = 1000, timeout_ms: int = 60_00
             yield page
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def screenshot_step(page, name: str, artifacts: Path):
+    """Name a browser test's step in its failure and keep a screenshot of how the step ended."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except Exception as e:
+        page.screenshot(path=str(artifacts / f"FAILED-{name}.png"), full_page=True)
+        raise AssertionError(f"step '{name}' failed: {e}") from e
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)

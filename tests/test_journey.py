@@ -8,14 +8,13 @@ of each step is kept in test-artifacts/journey/; a failure names its step.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 
 import pytest
 
 import fake_search
-from browser import chromium_page, needs_chromium
+from browser import chromium_page, needs_chromium, screenshot_step
 from conftest import REPO
 from dragonclf.store import Store
 from httpserver import LoopbackServer
@@ -49,15 +48,8 @@ def web(monkeypatch, photo_files):
         yield server.url("/planted/0.webp")
 
 
-@contextlib.contextmanager
 def step(page, name: str):
-    """Name the step in a failure and keep a screenshot of how it ended."""
-    try:
-        yield
-    except Exception as e:
-        page.screenshot(path=str(ARTIFACTS / f"FAILED-{name}.png"), full_page=True)
-        raise AssertionError(f"journey step '{name}' failed: {e}") from e
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    return screenshot_step(page, name, ARTIFACTS)
 
 
 def open_tab(page, title: str) -> None:

@@ -7,12 +7,11 @@ test-artifacts/people/.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 
 import pytest
 
-from browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium, screenshot_step
 from conftest import REPO
 from people_fixtures import PASSWORDS
 
@@ -49,14 +48,8 @@ def open_as(browser, url: str, name: str | None):
     return page
 
 
-@contextlib.contextmanager
 def step(page, name: str):
-    try:
-        yield
-    except Exception as e:
-        page.screenshot(path=str(ARTIFACTS / f"FAILED-{name}.png"), full_page=True)
-        raise AssertionError(f"step '{name}' failed: {e}") from e
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    return screenshot_step(page, name, ARTIFACTS)
 
 
 def choices(page) -> list[str]:
