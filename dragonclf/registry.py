@@ -104,10 +104,10 @@ def is_public(name: str) -> bool:
 
 def delete_dataset_files(name: str) -> None:
     """Remove a dataset, its models and its registry rows (idle scratch workspaces)."""
-    try:
+    try:  # drop this process's shared handle first, so no open connection points into the removed folder
         Store.open(name).close()
     except DragonError:
-        pass
+        pass  # a folder the store cannot open (half created, or already gone) is removed all the same below
     for root in (config.datasets_root(), config.models_root()):
         p = root / check_dataset_name(name)
         if p.is_dir():

@@ -647,7 +647,7 @@ def _suggest_lr(lrs: list[float], losses: list[float], num_it: int, valley) -> f
         try:
             return float(valley(torch.tensor([c[0] for c in cut]), torch.tensor([c[1] for c in cut]), num_it)[0])
         except (IndexError, ValueError, RuntimeError):
-            pass
+            pass  # fastai's valley needs a curve with a descent; on a flat or short one, use the rule below
     return lrs[int(np.nanargmin(losses))] / 10
 
 
