@@ -259,6 +259,30 @@ def write_model(dataset: str, *, mode: str, backbone: str, labels: list[str], si
     return dataset_dir(dataset) / model_id
 
 
+def pickle_needs(path: Path) -> list[str]:
+    """The top-level packages a torch-saved pickle (export.pkl) names, read without unpickling it.
+
+    What a user must install to `load_learner` it: `fastai`, `torch`, `timm`... and
+    `dragonclf` only for backbones whose constructor is ours.
+    """
+    import pickletools
+    import sys
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    names, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":  # torch.save writes protocol 2: "module name"
+            names.add(arg.split()[0])
+        elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:  # protocol 4+: module, name pushed before
+            names.add(strings[-2])
+    top = {n.split(".")[0] for n in names}
+    return sorted(n for n in top if n not in sys.stdlib_module_names and n not in ("__builtin__", "_operator"))
+
+
 def export_onnx(model, size: int, path: Path) -> None:
     """Write `model` (normalised image batch -> logits) + softmax as one ONNX graph."""
     import torch

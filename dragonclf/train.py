@@ -117,6 +117,29 @@ def item_is_valid(x: Item) -> bool:
     return x.split == "valid"
 
 
+def export_learner(learn, dest: Path) -> None:
+    """`learn.export(dest)` such that plain fastai loads it where dragonclf is not installed.
+
+    Our DataBlock reads Items through `item_path` / `item_label`, which a pickle
+    names by module; for the export both become fastcore's `noop` on plain paths
+    and strings (all `learn.predict(path)` needs), and they are put back after.
+    """
+    from fastai.data.transforms import Transform
+    from fastcore.basics import noop
+
+    lists = [tl for ds in (learn.dls.train_ds, learn.dls.valid_ds) for tl in ds.tls]
+    saved = [(tl, tl.tfms.fs[0], tl.types) for tl in lists]
+    try:
+        for i, tl in enumerate(lists):
+            tl.tfms.fs[0] = Transform(noop)
+            tl.types = [(Path, str)[i % 2], *tl.types[1:]]  # image lists, then label lists
+        learn.export(dest)
+    finally:
+        for tl, fn, types in saved:
+            tl.tfms.fs[0] = fn
+            tl.types = types
+
+
 def augment_tfms(preset: str) -> list:
     from fastai.vision.augment import aug_transforms
 
@@ -509,8 +532,8 @@ def _finish(learn, name, items, labels, backbone, size, history, stopped, warnin
         report_progress(progress, 1.0, "Quantising the model to int8 and checking it on the validation split")
         variant = quantize.choose_variant(tmp, items, labels, size, mean, std)
         learn.dls.cpu()
-        learn.export(tmp / "export.pkl")
-        return {"variant": variant}
+        export_learner(learn, tmp / "export.pkl")
+        return {"variant": variant, "pkl_needs": modelstore.pickle_needs(tmp / "export.pkl")}
 
     result.model_dir = modelstore.write_model(
         name, mode=mode, backbone=backbone, labels=labels, size=size, mean=mean, std=std, metrics=metrics,

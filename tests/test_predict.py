@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_the_model_folder_says_which_variant_it_serves(which, quick, tuned, trai
     assert np.abs(p8 - p32).mean() < 0.05 and (p8.argmax(1) == p32.argmax(1)).mean() >= 0.9
 
 
-def test_export_pkl_loads_with_plain_load_learner_in_a_fresh_process(tuned, trained_models):
+def test_export_pkl_loads_with_plain_fastai_where_dragonclf_is_not_installed(tuned, trained_models, tmp_path):
     item = next(it for it in trained_models["items"] if it.split == "valid")
     code = (
         "import sys, json\n"
@@ -77,14 +78,18 @@ def test_export_pkl_loads_with_plain_load_learner_in_a_fresh_process(tuned, trai
         "    label, idx, probs = learn.predict(sys.argv[2])\n"
         "print(json.dumps({'label': str(label), 'probs': [float(p) for p in probs]}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tuned / "export.pkl"), str(item.path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    # As in someone else's Space: dragonclf is not importable there (-I: no PYTHONPATH, no current directory).
+    code = "import importlib.util\nassert importlib.util.find_spec('dragonclf') is None\n" + code
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(tuned / "export.pkl"), str(item.path)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     mine = Predictor(tuned, variant="float32").predict_image(item.path)  # the graph fastai's weights became
     assert got["label"] == next(iter(mine))
     meta = json.loads((tuned / "model.json").read_text())
     np.testing.assert_allclose(got["probs"], [mine[lab] for lab in meta["labels"]], atol=2e-3)
+    assert {"fastai", "timm", "torch"} <= set(meta["pkl_needs"]) and "dragonclf" not in meta["pkl_needs"]
 
 
 def _png(img) -> bytes:

@@ -400,6 +400,8 @@ def test_mobilenet_and_small_cnn_pickles_load_in_a_fresh_process(ml_home):
         mine = Predictor(d).predict_image(items[0].path)
         labels = json.loads((d / "model.json").read_text())["labels"]
         assert [mine[lab] for lab in labels] == pytest.approx(fastai_probs, abs=2e-3)
+        # model.json says what loading it takes: these two name our own constructors.
+        assert "dragonclf" in json.loads((d / "model.json").read_text())["pkl_needs"]
 
 
 def test_a_hub_backbone_offline_fails_clearly_and_leaves_nothing(ml_home):
