@@ -20,6 +20,7 @@ Rules that keep it safe:
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 import threading
@@ -31,7 +32,7 @@ from pathlib import Path
 from dragonclf import config
 from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
-from dragonclf import phash_index
+from dragonclf import phash_index, split_keys
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
@@ -189,7 +190,9 @@ class Store(Journal, Rescan, Queries, StoreFiles):
                 bundled = config.BUNDLED_DATASETS / name
                 if name == config.DEMO_DATASET and bundled.is_dir():
                     if bundled.resolve() != root.resolve():
-                        shutil.copytree(bundled, root, dirs_exist_ok=True)
+                        # What ships (photos, manifest.csv), not a manifest the app wrote when run in place.
+                        shutil.copytree(bundled, root, dirs_exist_ok=True,
+                                        ignore=shutil.ignore_patterns(MANIFEST + "*", ".tmp", ".files.lock"))
                 elif not create and not root.is_dir():
                     known = ", ".join(list_datasets()) or "none yet"
                     raise DragonError(f"no dataset named {name!r} (datasets: {known}); create it first")
@@ -539,22 +542,20 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         return {r[0]: (r[1], r[2]) for r in self._db.execute("SELECT url, outcome, reason FROM urls")}
 
 
-GOLDEN = (5**0.5 - 1) / 2  # 0.618...: its multiples, mod 1, spread evenly over [0, 1) at every length
-
-
 def _spread_key(db, folder: str) -> float:
-    """The split key of the n-th image to arrive in a label: frac(offset + n * golden).
+    """The split key of the next image to arrive in a label (`split_keys`: its share of validation within one).
 
-    An image is in the validation split when its key is below the validation share, whatever share is
-    chosen at training time. Keys from a hash are uniform only on average: a label of ten images could
-    get no validation image, or five. Keys from this sequence put close to `share` of every label's
-    images below `share` for any share, from a handful of images on, and stay fixed once given.
+    The label's bucket counts are kept in `meta` (a scan of a label of 50,000 rows per picture would slow
+    ingest as the label grows); a label from before they were kept is counted once from its keys.
     """
-    # n is counted once, then kept in `meta` (a COUNT over a label of 50,000 rows costs more than the lookup
-    # of near-duplicates: ingest would slow down as the label grows).
-    counter = f"arrivals:{folder}"
+    counter = f"split_buckets:{folder}"
     row = db.execute("SELECT value FROM meta WHERE key=?", (counter,)).fetchone()
-    n = int(row[0]) if row else db.execute("SELECT COUNT(*) FROM images WHERE folder=?", (folder,)).fetchone()[0]
-    db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (counter, str(n + 1)))
+    if row:
+        counts = json.loads(row[0])
+    else:
+        rows = db.execute("SELECT split_key FROM images WHERE folder=?", (folder,))
+        counts = split_keys.histogram(r[0] for r in rows)
     offset = int(hashlib.sha256(folder.encode()).hexdigest()[:8], 16) / 2**32
-    return (offset + n * GOLDEN) % 1.0
+    key = split_keys.next_key(counts, offset)
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (counter, json.dumps(counts)))
+    return key

@@ -131,11 +131,12 @@ def test_every_label_gets_its_share_of_validation_images_and_keeps_it(home, phot
         store.add_label(label)
         for f in photo_files[label][:n]:
             assert store.ingest(f.read_bytes(), label).outcome == "added"
-    for share in (0.2, 0.3):
-        rows = store.images()
+    rows = store.images()
+    for share in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):  # the Train tab's choices
         for label, n in sizes.items():
-            valid = sum(1 for r in rows if r.label == label and r.split_key < share)
-            assert valid >= 1 and abs(valid - n * share) <= 2.5, (label, share, valid)
+            valid = sum(1 for r in rows if r.label == label and r.split == "valid") if share == 0.2 else \
+                sum(1 for r in rows if r.label == label and r.split_key < share)
+            assert abs(valid - n * share) <= 1.0, (label, share, valid)  # within one picture
     # The split is fixed when an image arrives: later arrivals do not move earlier images.
     before = {r.id: r.split for r in store.images()}
     for f in photo_files["fishes"][8:20]:
@@ -331,6 +332,11 @@ def test_bundled_demo_is_available_whatever_the_root(home):
     assert unattributed == ["gcompris-qt-data/tools/screwDriver.webp"]  # its upstream README names no source
     assert demo.check()["ok"]
     assert (demo.root / "manifest.sqlite").exists() and (demo.root / "fishes" / "README").exists()
+    # Its validation split is balanced: each class within one picture of its share, at every offered share.
+    for share in (0.1, 0.2, 0.3, 0.5):
+        for label, n in demo.status()["labels"].items():
+            valid = sum(1 for r in demo.images(label=label) if r.split_key < share)
+            assert abs(valid - n * share) <= 1.0, (label, share, valid)
     assert _tree_state(bundled) == untouched  # the repo's copy is read, never written, from another root
 
 
