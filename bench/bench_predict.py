@@ -11,8 +11,11 @@ served four ways and each answers the 100 held-out photos one at a time:
 
     .venv/bin/python bench/bench_predict.py [--rounds 2] [--write]
 
-Contenders alternate image by image (fastai, fp32, int8, ... for each photo),
-so load changes hit them alike; p50/p95 over all calls after 5 warm-up calls each.
+Contenders take turns in blocks (all photos for one, a second's pause, then the
+next; the order rotates each round), not photo by photo: torch's OpenMP threads
+keep spinning for a while after each `learn.predict`, and interleaved they ran
+on the cores while ONNX Runtime answered, charging torch's idle spin to it.
+p50/p95 over all calls after 5 warm-up calls each.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def main() -> int:
     os.environ["DRAGONCLF_HOME"] = str(home)
     import numpy as np
 
-    from dragonclf import backbones, features, items as items_mod, quantize, train
+    from dragonclf import backbones, features, items as items_mod, onnxbody, quantize, train
     from dragonclf.importer import import_path
     from dragonclf.predict import Predictor
     from dragonclf.store import Store
@@ -78,7 +81,7 @@ def main() -> int:
     import onnxruntime as ort
 
     one = Predictor(r.model_dir, variant="int8")
-    opts = ort.SessionOptions()
+    opts = onnxbody.session_options()
     opts.intra_op_num_threads = 1
     one.session = ort.InferenceSession(str(r.model_dir / quantize.INT8_FILE), opts, providers=["CPUExecutionProvider"])
 
@@ -102,9 +105,12 @@ def main() -> int:
     times = {k: [] for k in contenders}
     right = {k: 0 for k in contenders}
     load_before = os.getloadavg()[0]
-    for _ in range(a.rounds):
-        for p, (_, lab) in zip(paths, held):
-            for k, fn in contenders.items():
+    names = list(contenders)
+    for r in range(a.rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(1.0)  # let the previous contender's threads go idle
+            fn = contenders[k]
+            for p, (_, lab) in zip(paths, held):
                 t = time.perf_counter()
                 guess = fn(p)
                 times[k].append((time.perf_counter() - t) * 1000)
@@ -112,7 +118,7 @@ def main() -> int:
     n = len(paths) * a.rounds
     base = float(np.percentile(times["fastai learn.predict"], 50))
     lines = [f"Hard set, quick model (EfficientNet-Lite0, 224 px) served four ways; {len(paths)} held-out photos x "
-             f"{a.rounds} round(s), one at a time, file path to label, contenders interleaved per photo; "
+             f"{a.rounds} round(s), one at a time, file path to label, contenders in turn (blocks of {len(paths)}); "
              f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; int8 quantisation "
              f"(32 calibration photos) took {quant_s:.1f} s; torch threads {a.torch_threads or 'default'}. Command: `bench/bench_predict.py "
              f"{' '.join(sys.argv[1:])}`.", "",

@@ -65,9 +65,13 @@ def session_options():
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # No busy-waiting threads: on a shared 2-core machine spinning workers fight other processes.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
+    # Worker threads spin between the operators of one run (a 224-px image: 5.0 ms, against 6.6 ms when
+    # they sleep and are woken for every operator) and stop the moment the run returns: left spinning
+    # between runs they burnt three times the CPU of the work itself, which on a shared 2-core machine
+    # (a free Space) slowed everyone else. Measured in bench/RESULTS.md, "Predict latency".
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dragonclf import modelstore
+from dragonclf import modelstore, onnxbody
 from dragonclf.errors import DragonError
 from dragonclf.preprocess import load_image, to_array
 
@@ -45,13 +45,9 @@ class Predictor:
         self.variant = "int8" if name == "model.int8.onnx" else "float32"
         if not onnx_path.is_file():
             raise DragonError(f"Model {self.model_dir.name} has no {name}; export it again.")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
-        # No busy-waiting threads: on a shared 2-core machine (here, a free Space) spinning
-        # workers fight other processes and tripled single-image latency; idle, it costs ~1 ms.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(onnx_path), opts, providers=_providers(ort))
+            self.session = ort.InferenceSession(str(onnx_path), onnxbody.session_options(),
+                                                providers=onnxbody.providers())
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own non-exported error types
             raise DragonError(f"Model {self.model_dir.name}: {name} is corrupt or unreadable ({e}).") from e
         self.labels = list(self.meta["labels"])
@@ -111,11 +107,6 @@ class Predictor:
             raise DragonError(f"No such folder: {folder}")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         return self.predict_paths(files)
-
-
-def _providers(ort) -> list[str]:
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 def predict(model, sources, dataset: str | None = None) -> list[dict]:
