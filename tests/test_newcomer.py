@@ -253,7 +253,9 @@ def test_the_lr_finder_in_the_browser_shows_its_plot_whole_and_stop_stops_it(pag
     open_tab(page, "Train")
     page.click("text=Learning-rate finder and augmentation preview")
     page.click("#lr-find")
-    page.click("#train-stop")  # as soon as it starts: the sweep ends with a message, not a spinner
+    page.wait_for_selector("#lr-status:has-text('Sweeping')", timeout=60_000)
+    page.click("#train-stop")  # the sweep ends with a message, not a spinner, and Stop speaks of the sweep
+    page.wait_for_selector("#train-stop-message:has-text('learning-rate sweep')", timeout=10_000)
     page.wait_for_selector("#lr-status:has-text('stopped'), #lr-status:has-text('Suggested')", timeout=120_000)
     page.click("#lr-find")
     page.wait_for_selector("#lr-status:has-text('Suggested')", timeout=180_000)

@@ -28,6 +28,14 @@ def backbone_choices() -> list[tuple[str, str]]:
     return [(backbone_label(b), b["name"]) for b in backbones.available_backbones()]
 
 
+class Job(threading.Event):
+    """A running training or learning-rate sweep: Stop sets it, and says `stopping`."""
+
+    def __init__(self, stopping: str):
+        super().__init__()
+        self.stopping = stopping
+
+
 def _settings(mode, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
               augment) -> TrainSettings:
     """The form's fields as one TrainSettings (the quick model reads only size and validation share)."""
@@ -59,7 +67,7 @@ def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminat
     """Train in a worker thread; stream progress, the epoch table and the loss chart."""
     who, store = me(), open_store(name, "train")
     name = store.name
-    cancel = threading.Event()
+    cancel = Job("Stopping at the end of this batch; the last complete epoch is kept…")
     settings = _settings(mode, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
                          augment)
     on_gpu = train.default_settings()["device"] == "cuda"
@@ -133,11 +141,11 @@ def tradeoff_note(name, size, epochs) -> str:
 
 
 def stop(cancel):
-    """Stop a running training; with none running, say so (the status keeps the last result)."""
+    """Stop a running training or sweep, in its own words; with none running, say so."""
     if cancel is None or cancel.is_set():
         return "Nothing is training right now."
     cancel.set()
-    return "Stopping at the end of this batch; the last complete epoch is kept…"
+    return getattr(cancel, "stopping", "Stopping…")
 
 
 @ui_errors(say=3, of=4)
@@ -145,7 +153,7 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
     """The LR sweep (about one epoch of pictures) in a worker; progress over its status; Stop stops it."""
     who, store = me(), open_store(name, "train")
     name = store.name
-    cancel = threading.Event()
+    cancel = Job("Stopping the learning-rate sweep; the learning rate stays as it was…")
 
     def work(report, emit):
         return train.lr_find(store, backbone, dataset=name, size=int(size) if size else None,
