@@ -44,7 +44,8 @@ def test_train_evaluate_predict_export(client, trained, photo_files, tmp_path):
     assert len(label["confidences"]) == 3
     assert abs(sum(c["confidence"] for c in label["confidences"])) <= 1.0 + 1e-6
 
-    exported = client.predict("demo", trained["id"], "onnx", api_name="/export_model")
+    exported, said = client.predict("demo", trained["id"], "onnx", api_name="/export_model")
+    assert "README" in said
     assert str(exported).endswith("-onnx.zip") or exported.get("path", "").endswith("-onnx.zip")
     # the zip explains itself: a README whose example runs with onnxruntime alone and gets the right answer
     import zipfile
@@ -107,7 +108,8 @@ def test_predict_batch_answers_each_file_and_names_the_bad_ones(client, trained,
     fake.write_text("shopping list")
     files = [handle_file(str(photo_files["fishes"][0])), handle_file(str(photo_files["tools"][0])),
              handle_file(str(fake))]
-    table = client.predict(files, "demo", trained["id"], api_name="/predict_batch")
+    table, said = client.predict(files, "demo", trained["id"], api_name="/predict_batch")
+    assert f"2 predicted by `{trained['id']}`" in said and "1 could not be read" in said
     rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
     assert set(rows) == {photo_files["fishes"][0].name, photo_files["tools"][0].name, "notes.jpg"}
     assert rows[photo_files["fishes"][0].name]["label"] == "fishes"
@@ -118,7 +120,8 @@ def test_predict_batch_answers_each_file_and_names_the_bad_ones(client, trained,
 def test_lr_find_and_augmentation_preview_endpoints(client):
     fig, suggestion, _ = client.predict("demo", "efficientnet_lite0", 64, 16, "default", 0.2, api_name="/lr_find")
     assert fig and 1e-6 < float(suggestion) < 1  # a plot and a usable learning rate
-    preview = client.predict("demo", "strong", 64, 3, api_name="/preview_augmentation")
+    preview, said = client.predict("demo", "strong", 64, 3, api_name="/preview_augmentation")
+    assert "#3" in said and "strong" in said
     assert preview and preview.get("type") == "matplotlib"
 
 

@@ -17,7 +17,7 @@ from ui.people import me, oauth_enabled, open_store
 ROLE_CHOICES = [("can look (read-only)", "read"), ("can edit", "edit"), ("remove access", "remove")]
 
 
-@ui_errors
+@ui_errors(say=0, of=3)
 def whoami():
     who = me()
     if who.kind == "local":
@@ -38,24 +38,24 @@ def _quota_table() -> str:
     return "| quota | value |\n|---|---|\n" + rows
 
 
-@ui_errors
+@ui_errors(say=0)
 def share(dataset: str, person: str, role: str) -> str:
     return access.share(me(), dataset, person, None if role == "remove" else role)
 
 
-@ui_errors
+@ui_errors(say=1, of=2)
 def copy(dataset: str, new_name: str):
     store = access.copy_dataset(me(), dataset, (new_name or "").strip())
     n = len(store.images())
     return gr.update(choices=access.visible(me()), value=store.name), f"Copied {n} images into your dataset."
 
 
-@ui_errors
+@ui_errors(say=0)
 def set_public(dataset: str, public: bool) -> str:
     return access.set_public(me(), dataset, bool(public))
 
 
-@ui_errors
+@ui_errors(say=0)
 def set_model_public(dataset: str, model: str, public: bool) -> str:
     if not (model or "").strip():
         raise gr.Error("Type the model id (shown in the Predict tab's Model list).")
@@ -63,7 +63,7 @@ def set_model_public(dataset: str, model: str, public: bool) -> str:
     return access.set_model_public(me(), dataset, model.strip(), bool(public))
 
 
-@ui_errors
+@ui_errors(say=0, of=2)
 def set_quota(key: str, value) -> tuple[str, str]:
     if value is None:
         raise gr.Error("Type a number for the quota.")

@@ -79,7 +79,7 @@ def predict(image: str | None, dataset: str, model: str | None = None, top_k: in
     return probs, answered
 
 
-@ui_errors
+@ui_errors(say=1, of=2)
 def predict_batch(files, dataset: str, model: str | None):
     if not files:
         raise gr.Error("Choose some images first.")
@@ -91,23 +91,31 @@ def predict_batch(files, dataset: str, model: str | None):
         rows.append({"file": Path(path).name, "label": r.get("label", ""),
                      "probability": round(max(r["probs"].values()), 3) if "probs" in r else None,
                      "error": r.get("error", "")})
-    return pd.DataFrame(rows)
+    bad = sum(1 for r in rows if r["error"])
+    return pd.DataFrame(rows), (f"{len(rows) - bad} predicted by `{p.model_dir.name}`"
+                                + (f"; {bad} could not be read (see the error column)." if bad else "."))
 
 
-@ui_errors
-def export(dataset: str, model: str | None, fmt: str) -> str:
+@ui_errors(say=1, of=2)
+def export(dataset: str, model: str | None, fmt: str) -> tuple[str, str]:
     p = predictor(dataset_for(dataset), model)  # exporting needs the dataset, not only a public model
     d = p.model_dir
     if fmt == "pkl":
         if not (d / "export.pkl").is_file():
             raise gr.Error("This model has no fastai export.pkl (quick models are ONNX only); fine-tune for one.")
-        return servable_file(d / "export.pkl", f"{d.name}.pkl")
+        needs = [n for n in p.meta.get("pkl_needs") or [] if n in ("fastai", "timm", "dragonclf")]
+        how = ("Load it with `from fastai.learner import load_learner; learn = load_learner('"
+               f"{d.name}.pkl')`, then `learn.predict('picture.jpg')`; it needs "
+               + (" and ".join(f"`{n}`" for n in needs) or "`fastai`") + " installed.")
+        if "dragonclf" in needs:
+            how += " This backbone's constructor is dragonclf's own, so dragonclf must be importable too."
+        return servable_file(d / "export.pkl", f"{d.name}.pkl"), how
     out = download_dir() / f"{d.name}-onnx.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for name in ("model.onnx", "model.json"):
             z.write(d / name, name)
         z.writestr("README.md", ONNX_README)
-    return str(out)
+    return str(out), "ONNX model, its model.json and a README with a ten-line example (onnxruntime, numpy, Pillow)."
 
 
 # Ships in the ONNX zip: how to use the model with nothing but onnxruntime, numpy and Pillow.
@@ -151,19 +159,21 @@ def build(bar) -> None:
         files = gr.File(file_count="multiple", file_types=["image"], label="Images")
         batch_btn = gr.Button("Predict all")
         table = gr.Dataframe(interactive=False)
+        batch_status = gr.Markdown(elem_id="predict-batch-status")
     with gr.Accordion("Export the model", open=False):
         with gr.Row():
             fmt = gr.Radio([("ONNX + JSON (any runtime)", "onnx"), ("fastai export.pkl", "pkl")], value="onnx",
                            label="Format")
             export_btn = gr.Button("Export", elem_id="export-model")
         download = gr.File(label="Download", elem_id="export-file")
+        export_status = gr.Markdown(elem_id="export-status")
 
     image.change(predict, [image, bar.dataset, model, top_k, threshold], [result, answered], api_name="predict",
                  concurrency_limit=8, concurrency_id="predict", show_progress="minimal")
     threshold.change(lambda img, *rest: predict(img, *rest) if img else (gr.skip(), gr.skip()), [image, bar.dataset, model, top_k, threshold], [result, answered],
                      api_visibility="private", concurrency_id="predict", show_progress="minimal")
-    batch_btn.click(predict_batch, [files, bar.dataset, model], table, api_name="predict_batch",
+    batch_btn.click(predict_batch, [files, bar.dataset, model], [table, batch_status], api_name="predict_batch",
                     concurrency_id="predict")
-    export_btn.click(export, [bar.dataset, model, fmt], download, api_name="export_model")
+    export_btn.click(export, [bar.dataset, model, fmt], [download, export_status], api_name="export_model")
     refresh_btn.click(model_dropdown_update, [bar.dataset, model], model, api_visibility="private")
     bar.model_lists.append(model)

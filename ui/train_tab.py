@@ -171,11 +171,12 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
                                                          "Learning rate.")
 
 
-@ui_errors
+@ui_errors(say=1, of=2)
 def preview(name, augment, size, image_index):
     store = open_store(name)
-    return train.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
-                                       dataset=store.name, seed=int(image_index))
+    fig = train.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
+                                      dataset=store.name, seed=int(image_index))
+    return fig, f"Picture #{int(image_index)} as training sees it with the **{augment}** augmentation."
 
 
 def build(bar) -> None:
@@ -233,6 +234,7 @@ def build(bar) -> None:
     start_btn.click(lambda: "", None, stop_message, queue=False, api_visibility="private")
     lr_btn.click(find_lr, [bar.dataset, backbone, size, batch_size, augment, valid_share], [cancel, lr_plot, lr, lr_status],
                  api_name="lr_find", concurrency_id="train", show_progress_on=lr_status)
-    preview_btn.click(preview, [bar.dataset, augment, size, image_index], aug_plot, api_name="preview_augmentation")
+    preview_btn.click(preview, [bar.dataset, augment, size, image_index], [aug_plot, lr_status],
+                      api_name="preview_augmentation")
     for field in (bar.dataset, size, epochs):  # sized to the chosen dataset's training images
         field.change(tradeoff_note, [bar.dataset, size, epochs], tradeoff, api_visibility="private")
