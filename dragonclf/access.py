@@ -73,7 +73,8 @@ def check(who: Identity, name: str, action: str) -> str:
     if r == "edit" and action in ("edit", "train"):
         return name
     if action in ("destroy", "share", "publish"):
-        raise Denied(f"Only the owner of {shown!r} can {'delete from' if action == 'destroy' else action} it.")
+        what = "rename, delete or empty the trash of" if action == "destroy" else action
+        raise Denied(f"Only the owner of {shown!r} can {what} it.")
     raise Denied(f"{shown!r} is shared with you read-only: you can look at it and export it; "
                  "press 'Copy to my datasets' to edit or train on your own copy.")
 

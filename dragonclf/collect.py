@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from dragonclf.config import IngestConfig
 from dragonclf.download import FetchConfig, Fetcher, FetchResult, normalise_url
 from dragonclf.errors import DragonError, Refused
+from dragonclf.names import NameClash
 from dragonclf.search import Filters, SearchEngine, SearchResult, query_variations, search_images
 
 # Refusals that may not happen next time: not recorded, so a rerun tries again.
@@ -70,6 +71,7 @@ class CollectReport:
     cached: list[str] = field(default_factory=list)  # queries answered from the cache
     notes: list[str] = field(default_factory=list)  # e.g. a search given up after others had results
     items: list[CollectItem] = field(default_factory=list)
+    error: str | None = None  # collect_classes: why this class stopped (a search that failed); the next goes on
 
     def tally(self, outcome: str, reason: str | None = None) -> None:
         """Count one stored-or-refused outcome (added, duplicate, conflict, refused)."""
@@ -92,7 +94,7 @@ class CollectReport:
              "refused": {str(k): int(v) for k, v in sorted(self.refused.items())},
              "seconds": round(float(self.seconds), 2),
              "skipped": self.skipped, "unfinished": self.unfinished, "cancelled": self.cancelled,
-             "notes": list(self.notes)}
+             "notes": list(self.notes), "error": self.error}
         if items:
             d["items"] = [asdict(i) for i in self.items]
         return d
@@ -101,7 +103,7 @@ class CollectReport:
 def combine(reports: list[CollectReport]) -> dict:
     """One summary over several classes (the UI's refusal table)."""
     total = {"stored": 0, "duplicates": 0, "conflicts": 0, "refused": Counter(), "seconds": 0.0,
-             "skipped": 0, "unfinished": 0, "cancelled": False, "notes": []}
+             "skipped": 0, "unfinished": 0, "cancelled": False, "notes": [], "errors": []}
     for r in reports:
         d = r.as_dict()
         for k in ("stored", "duplicates", "conflicts", "skipped", "unfinished", "seconds"):
@@ -109,6 +111,7 @@ def combine(reports: list[CollectReport]) -> dict:
         total["refused"].update(d["refused"])
         total["cancelled"] |= d["cancelled"]
         total["notes"] += [f"{r.label}: {n}" for n in d["notes"]]
+        total["errors"] += [f"{r.label}: {r.error}"] if r.error else []
     total["refused"] = dict(sorted(total["refused"].items()))
     total["seconds"] = round(total["seconds"], 2)
     return total
@@ -133,9 +136,10 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
 
     So a rerun after a stop tops the class up to `max_images`, no further. Candidates come from a search (`query`, or `queries` to run exactly those; default: the
     label and its variations) or from `urls` (then `max_images=None` takes them
-    all). An unknown label is created. Raises DragonError only for what stops
-    the whole collection (search refused, bad filters); every per-image failure
-    is counted in the report.
+    all). An unknown label is created, and removed again if the run stores nothing in
+    it (a search that failed, every picture refused): no empty label is left behind.
+    Raises DragonError only for what stops the whole collection (search refused,
+    bad filters); every per-image failure is counted in the report.
     """
     start = time.monotonic()
     cancel = cancel or threading.Event()
@@ -143,7 +147,22 @@ def collect(store, label: str, *, query: str | None = None, queries: list[str] |
     filters = filters if isinstance(filters, Filters) else Filters.from_dict(filters)
     if max_images is not None and not 1 <= max_images <= MAX_PER_CLASS:
         raise DragonError(f"the number of images to collect per class must be between 1 and {MAX_PER_CLASS:,}")
-    display = store.label_or_create(label).display
+    try:
+        display, made = store.label(label).display, False
+    except NameClash:
+        raise  # "cat" when "Cat" exists: said, never merged
+    except DragonError:
+        display, made = store.add_label(label).display, True
+    try:
+        return _collect(store, display, query, queries, urls, max_images, filters, engine, progress, cancel, on_item,
+                        cfg, ingest_cfg, ingest_workers, start)
+    finally:
+        if made:
+            store.forget_label_if_empty(display)
+
+
+def _collect(store, display, query, queries, urls, max_images, filters, engine, progress, cancel, on_item, cfg,
+             ingest_cfg, ingest_workers, start) -> CollectReport:
     report = CollectReport(label=display)
 
     def finish(item: CollectItem) -> None:
@@ -327,6 +346,9 @@ def collect_classes(store, classes: list[tuple[str, str | list[str] | None]], pe
 
     A query is None (the label and its variations), one string (it plus the
     variations) or a list (exactly those queries, as a person edited them).
+    A class whose search fails gets its report's `error` (a sentence) and the next
+    class goes on; what applies to every class (no classes, bad filters or numbers)
+    raises DragonError before anything runs.
     """
     classes = [(lab.strip(), q) for lab, q in classes if lab and lab.strip()]
     if not classes:
@@ -334,6 +356,9 @@ def collect_classes(store, classes: list[tuple[str, str | list[str] | None]], pe
     for lab, q in classes:
         if isinstance(q, list) and not [x for x in q if x.strip()]:
             raise DragonError(f"no search queries for {lab}: give at least one, or leave the class out")
+    filters = filters if isinstance(filters, Filters) else Filters.from_dict(filters)
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise DragonError(f"the number of images to collect per class must be between 1 and {MAX_PER_CLASS:,}")
     cancel = cancel or threading.Event()
     reports = []
     for i, (lab, q) in enumerate(classes):
@@ -347,6 +372,10 @@ def collect_classes(store, classes: list[tuple[str, str | list[str] | None]], pe
         item_cb = (lambda item, _lab=lab: on_item(_lab, item)) if on_item else None
         exact = [x.strip() for x in q if x.strip()] if isinstance(q, list) else None
         single = None if exact is not None else ((q or "").strip() or None)
-        reports.append(collect(store, lab, query=single, queries=exact, max_images=per_class, filters=filters,
-                               engine=engine, progress=scaled, cancel=cancel, on_item=item_cb, cfg=cfg))
+        try:
+            reports.append(collect(store, lab, query=single, queries=exact, max_images=per_class, filters=filters,
+                                   engine=engine, progress=scaled, cancel=cancel, on_item=item_cb, cfg=cfg))
+        except DragonError as e:  # this class only: say why, go on with the next
+            reports.append(CollectReport(label=lab, error=str(e)))
+            scaled(1.0, f"{lab}: {e}")
     return reports

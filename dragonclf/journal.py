@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dragonclf.errors import DragonError
 from dragonclf.layout import fsync_dir
@@ -17,6 +17,10 @@ from dragonclf.names import NameClash
 
 TRASH = ".trash"
 EDIT_ACTIONS = ("relabel", "trash", "restore", "keep", "unkeep")
+# Journal rows about a label, not a picture (see labels.py): image id "", the labels row before and after.
+LABEL_ROW = ""
+LABEL_ACTIONS = ("rename-label", "merge-label", "delete-label", "revive-label")
+UNDOABLE = EDIT_ACTIONS + LABEL_ACTIONS
 
 
 @dataclass
@@ -32,6 +36,7 @@ class EditResult:
     changed: list[str]
     unchanged: list[str]  # already in the asked-for state (e.g. trashed twice)
     skipped: list[str]  # undo/redo only: changed by someone else since
+    labels: list[str] = field(default_factory=list)  # undo/redo only: label changes, in words
 
 
 class Journal:
@@ -92,6 +97,8 @@ class Journal:
                      actor),
                 )
                 changed.append(d.image_id)
+            if any(d.action == "restore" for d in decisions):
+                self._revive_labels(db, batch, changed, actor)  # a deleted label comes back with its picture
             if changed:  # a new edit ends the redo chain (the editor's own, when we know who), as in every editor
                 if actor is None:
                     db.execute("UPDATE journal SET undone=2 WHERE undone=1")
@@ -117,7 +124,7 @@ class Journal:
         return self._walk(undo=False, actor=actor)
 
     def _walk(self, undo: bool, actor: str | None = None) -> EditResult:
-        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
+        marks = ",".join(f"'{a}'" for a in UNDOABLE)
         mine = "" if actor is None else " AND actor IS ?"
         args = () if actor is None else (actor,)
         with self._tx() as db:
@@ -132,6 +139,8 @@ class Journal:
             entries = db.execute("SELECT * FROM journal WHERE batch=? ORDER BY seq", (batch,)).fetchall()
             if undo:
                 entries = entries[::-1]
+            label_rows = [j for j in entries if j["image_id"] == LABEL_ROW]
+            entries = [j for j in entries if j["image_id"] != LABEL_ROW]
             changed, skipped = [], []
             for j in entries:
                 old = ("before", "after") if undo else ("after", "before")
@@ -143,12 +152,14 @@ class Journal:
                     continue
                 db.execute("UPDATE images SET folder=?, status=?, kept=? WHERE id=?", (*target, j["image_id"]))
                 changed.append(j["image_id"])
+            said = self._walk_labels(db, label_rows, undo)  # after the pictures: a label goes only when empty
             db.execute("UPDATE journal SET undone=? WHERE batch=?", (1 if undo else 0, batch))
         self._sync_files(changed)
-        return EditResult(batch, changed, [], skipped)
+        self._tidy_label_folders(label_rows)
+        return EditResult(batch, changed, [], skipped, said)
 
     def can_undo(self) -> bool:
-        marks = ",".join(f"'{a}'" for a in EDIT_ACTIONS)
+        marks = ",".join(f"'{a}'" for a in UNDOABLE)
         return self._db.execute(f"SELECT 1 FROM journal WHERE undone=0 AND action IN ({marks}) LIMIT 1").fetchone() is not None
 
     def can_redo(self) -> bool:

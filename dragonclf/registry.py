@@ -6,6 +6,7 @@ rules that read it are in `dragonclf.access`; the limits in `dragonclf.quotas`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import threading
@@ -30,6 +31,12 @@ CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS usage(person TEXT, kind TEXT, at REAL);
 CREATE INDEX IF NOT EXISTS usage_person ON usage(person, kind, at);
 CREATE TABLE IF NOT EXISTS sessions(person TEXT PRIMARY KEY, last_seen REAL);
+CREATE TABLE IF NOT EXISTS deleted(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL, display TEXT NOT NULL,
+    public INT NOT NULL DEFAULT 0, shares TEXT NOT NULL, models TEXT NOT NULL, deleted_by TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL, actor TEXT, action TEXT, name TEXT, other TEXT,
+    undone INT NOT NULL DEFAULT 0);  -- dataset renames and deletes (manage.py): undone 1 once undone
 """
 
 
@@ -75,6 +82,60 @@ class Registry:
         with self.write_lock:
             for table, col in (("datasets", "name"), ("shares", "dataset"), ("models", "dataset")):
                 self.db.execute(f"DELETE FROM {table} WHERE {col}=?", (name,))
+
+    def rename(self, name: str, new: str, display: str) -> None:
+        """Dataset `name` is now the folder `new`, shown as `display`: its owner, shares and public models follow."""
+        with self.write_lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("UPDATE datasets SET name=?, display=? WHERE name=?", (new, display, name))
+                for table, col in (("shares", "dataset"), ("models", "dataset")):
+                    self.db.execute(f"UPDATE {table} SET {col}=? WHERE {col}=?", (new, name))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def stash(self, name: str, deleted_id: str, by: str) -> None:
+        """Dataset `name` was deleted (moved aside as `deleted_id`): keep its rows for a restore, free its name."""
+        e = self.entry(name)
+        shares = [dict(r) for r in self.run("SELECT person, role FROM shares WHERE dataset=?", (name,))]
+        models = [dict(r) for r in self.run("SELECT model, public FROM models WHERE dataset=?", (name,))]
+        self.run("INSERT INTO deleted VALUES (?,?,?,?,?,?,?,?,?)",
+                 (deleted_id, name, e["owner"] if e else DEPLOYMENT, e["display"] if e else name,
+                  e["public"] if e else 0, json.dumps(shares), json.dumps(models), by, time.time()))
+        self.forget(name)
+
+    def deleted_entries(self) -> list[sqlite3.Row]:
+        """Deleted datasets that can be restored, newest first."""
+        return self.run("SELECT * FROM deleted ORDER BY at DESC")
+
+    def unstash(self, deleted_id: str, name: str, display: str) -> None:
+        """A deleted dataset is back as `name`: its owner, display name, public flag, shares and models too."""
+        e = self.run("SELECT * FROM deleted WHERE id=?", (deleted_id,))[0]
+        with self.write_lock:
+            if e["owner"] != DEPLOYMENT or e["public"] or display != name:
+                self.run("INSERT OR REPLACE INTO datasets(name, owner, display, public, created) VALUES (?,?,?,?,?)",
+                         (name, e["owner"], display, e["public"], time.time()))
+            for s in json.loads(e["shares"]):
+                self.run("INSERT OR REPLACE INTO shares VALUES (?,?,?)", (name, s["person"], s["role"]))
+            for m in json.loads(e["models"]):
+                self.run("INSERT OR REPLACE INTO models VALUES (?,?,?)", (name, m["model"], m["public"]))
+            self.run("DELETE FROM deleted WHERE id=?", (deleted_id,))
+            self.run("UPDATE changes SET undone=1 WHERE action='delete' AND other=?", (deleted_id,))  # nothing to undo
+
+    def log_change(self, actor: str, action: str, name: str, other: str) -> None:
+        self.run("INSERT INTO changes(at, actor, action, name, other) VALUES (?,?,?,?,?)",
+                 (time.time(), actor, action, name, other))
+
+    def last_change(self, actor: str) -> sqlite3.Row | None:
+        """`actor`'s latest dataset rename or delete not yet undone."""
+        rows = self.run("SELECT * FROM changes WHERE actor=? AND undone=0 AND action IN ('rename', 'delete')"
+                        " ORDER BY seq DESC LIMIT 1", (actor,))
+        return rows[0] if rows else None
+
+    def mark_undone(self, seq: int) -> None:
+        self.run("UPDATE changes SET undone=1 WHERE seq=?", (seq,))
 
     def shares(self, name: str) -> dict[str, str]:
         return {r["person"]: r["role"] for r in self.run("SELECT person, role FROM shares WHERE dataset=?", (name,))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ SIZES = (None, "Small", "Medium", "Large", "Wallpaper")
 TYPES = (None, "photo", "clipart", "gif", "transparent", "line")
 LAYOUTS = (None, "Square", "Tall", "Wide")
 LICENSES = (None, "any", "Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
+
+log = logging.getLogger(__name__)
 
 CACHE_TTL = 14 * 24 * 3600  # seconds a cached search stays good: results drift, slowly
 EMPTY_TTL = 15 * 60  # an empty answer may be a quiet lock-out: trust it only as long as one lasts
@@ -127,6 +130,28 @@ def split_queries(text: str) -> list[str]:
     return out
 
 
+# What a failed connection's text says, in words a person can act on (the raw text goes to the log).
+_CAUSES = (
+    (("name resolution", "name or service not known", "nodename nor servname", "getaddrinfo", "dns",
+      "failed to lookup address", "no address associated"),
+     "this machine could not look up the search engine's address (no internet connection, or DNS is blocked)"),
+    (("network is unreachable", "no route to host"), "the network is unreachable from this machine"),
+    (("connection refused",), "the connection was refused"),
+    (("certificate", "ssl", "tls"), "a secure connection could not be made (a proxy or firewall may be in the way)"),
+    (("timed out", "timeout"), "the connection timed out"),
+    (("proxy",), "the proxy refused the connection"),
+)
+
+
+def unreachable(engine: str, query: str, error: BaseException) -> str:
+    """A sentence for a search that could not reach its engine; the exception's own text is only logged."""
+    text = f"{type(error).__name__}: {error}".lower()
+    cause = next((why for keys, why in _CAUSES if any(k in text for k in keys)), "the connection failed")
+    log.warning("search %r on %s failed: %s: %s", query, engine, type(error).__name__, error)
+    return (f"Could not search {engine} for {query!r}: {cause}. Is this machine connected to the internet? "
+            "Try again when it is; pictures already stored are kept.")
+
+
 # --------------------------------------------------------------------------- DuckDuckGo
 
 
@@ -223,9 +248,7 @@ class DuckDuckGo:
                 f"DuckDuckGo did not answer within {self.timeout:g} s while searching {query!r}. "
                 "The network may be slow or down; try again later."
             ) from error
-        raise DragonError(
-            f"could not search DuckDuckGo for {query!r}: {error}. Is this machine connected to the internet?"
-        ) from error
+        raise DragonError(unreachable("DuckDuckGo", query, error)) from error
 
     def _result(self, r: dict) -> SearchResult:
         return SearchResult(image_url=r["image"], page_url=r.get("url"), title=r.get("title"),
@@ -299,7 +322,10 @@ def search_images(queries: list[str], max_results: int, filters: Filters | dict 
             out.cached.append(q)
         else:
             try:
-                found = engine.images(q, max_results=max_results, filters=filters)
+                try:
+                    found = engine.images(q, max_results=max_results, filters=filters)
+                except OSError as e:  # an engine that let a network error through (DNS, refused, reset)
+                    raise DragonError(unreachable(engine.name, q, e)) from e
             except DragonError as e:
                 if not out.results:
                     raise

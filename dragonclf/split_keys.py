@@ -24,6 +24,12 @@ EDGES = (0.0, *SHARES, 1.0)  # bucket b holds keys in [EDGES[b], EDGES[b + 1])
 N_BUCKETS = len(EDGES) - 1
 
 
+def counts_key(folder: str) -> str:
+    """The manifest's `meta` key holding a label folder's bucket counts (dropped when pictures change label
+    wholesale, so they are counted again from the keys)."""
+    return f"split_buckets:{folder}"
+
+
 def bucket_of(key: float) -> int:
     """The bucket a key falls in."""
     for b in range(N_BUCKETS):

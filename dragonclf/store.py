@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -34,6 +35,7 @@ from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError, Refused
 from dragonclf import phash_index, split_keys
 from dragonclf.journal import EDIT_ACTIONS, TRASH, Decision, EditResult, Journal  # noqa: F401 - re-exported
+from dragonclf.labels import LabelChange, LabelEdits  # noqa: F401 - LabelChange re-exported
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS, read_regular_file  # noqa: F401 - re-exported
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS journal(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, batch INT NOT NULL, image_id TEXT NOT NULL,
     action TEXT NOT NULL, before_folder TEXT, after_folder TEXT, before_status TEXT,
     after_status TEXT, before_kept INT, after_kept INT, at REAL,
-    undone INT NOT NULL DEFAULT 0, actor TEXT);  -- 0 done, 1 undone (redo-able), 2 undone and superseded
+    undone INT NOT NULL DEFAULT 0, actor TEXT,  -- 0 done, 1 undone (redo-able), 2 undone and superseded
+    before_label TEXT, after_label TEXT);  -- label rows (labels.py): the label's name before and after
 CREATE INDEX IF NOT EXISTS journal_batch ON journal(batch);
 CREATE TABLE IF NOT EXISTS conflicts(
     image_id TEXT, folder TEXT, source TEXT, at REAL, PRIMARY KEY(image_id, folder));
@@ -134,7 +137,7 @@ def close_all(under: Path | None = None) -> None:
         s.close()
 
 
-class Store(Journal, Rescan, Queries, StoreFiles):
+class Store(Journal, LabelEdits, Rescan, Queries, StoreFiles):
     """One dataset: its folders and its manifest. Safe to share between threads and processes.
 
     Each thread reads through its own SQLite connection (WAL: a read sees only
@@ -156,8 +159,19 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         db.executescript(SCHEMA + PAGE_INDEXES)
         if "actor" not in {r[1] for r in db.execute("PRAGMA table_info(journal)")}:  # manifests before 'actor'
             db.execute("ALTER TABLE journal ADD COLUMN actor TEXT")
+        for column in ("before_label", "after_label"):  # manifests before label edits
+            if column not in {r[1] for r in db.execute("PRAGMA table_info(journal)")}:
+                db.execute(f"ALTER TABLE journal ADD COLUMN {column} TEXT")
         if "writer" not in {r[1] for r in db.execute("PRAGMA table_info(images)")}:  # manifests before writer folders
             db.execute("ALTER TABLE images ADD COLUMN writer TEXT")
+        self._inode = os.stat(self.db_path).st_ino
+
+    def same_manifest(self) -> bool:
+        """Whether the manifest this store opened is still the one at its path (not deleted, moved, replaced)."""
+        try:
+            return os.stat(self.db_path).st_ino == self._inode
+        except FileNotFoundError:
+            return False
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -183,7 +197,7 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         root = config.datasets_root() / name
         with _open_lock:
             cached = _open_stores.get(root)
-            if cached is not None and cached.db_path.exists():
+            if cached is not None and cached.same_manifest():
                 return cached
             fresh = not (root / MANIFEST).exists()
             if fresh:
@@ -216,6 +230,17 @@ class Store(Journal, Rescan, Queries, StoreFiles):
                 db.close()
             self._conns.clear()
             self._close_files()
+
+    @contextmanager
+    def held_still(self):
+        """For moving or deleting the whole dataset: hold its files lock; refuse while pictures are being added."""
+        with self._lock, self._files():
+            if self._db.execute("SELECT 1 FROM images WHERE status='pending' LIMIT 1").fetchone():
+                self.recover()  # a stopped writer's leftovers are finished first
+            if self._db.execute("SELECT 1 FROM images WHERE status='pending' LIMIT 1").fetchone():
+                raise DragonError(f"pictures are being added to {self.name!r} right now (a collect or import); "
+                                  "try again when it has finished")
+            yield
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the manifest file (so a plain copy of the file holds every row)."""
@@ -295,8 +320,12 @@ class Store(Journal, Rescan, Queries, StoreFiles):
         return self.root / folder / f"{image_id}.jpg"
 
     def _candidates(self, image_id: str) -> list[Path]:
-        folders = [r["folder"] for r in self._db.execute("SELECT folder FROM labels")]
-        return [self.root / f / f"{image_id}.jpg" for f in folders] + [self.root / TRASH / f"{image_id}.jpg"]
+        """Where a picture's file may be: every label folder, folders of labels renamed or deleted (a move a
+        crash interrupted), the trash."""
+        folders = {r["folder"] for r in self._db.execute("SELECT folder FROM labels")}
+        with os.scandir(self.root) as entries:
+            folders |= {d.name for d in entries if not d.name.startswith(".") and d.is_dir(follow_symlinks=False)}
+        return [self.root / f / f"{image_id}.jpg" for f in sorted(folders)] + [self.root / TRASH / f"{image_id}.jpg"]
 
     # ---- adding ------------------------------------------------------------------
     def ingest(self, data: bytes, label: str, provenance: dict | None = None, cfg: IngestConfig = IngestConfig()) -> IngestResult:
@@ -548,7 +577,7 @@ def _spread_key(db, folder: str) -> float:
     The label's bucket counts are kept in `meta` (a scan of a label of 50,000 rows per picture would slow
     ingest as the label grows); a label from before they were kept is counted once from its keys.
     """
-    counter = f"split_buckets:{folder}"
+    counter = split_keys.counts_key(folder)
     row = db.execute("SELECT value FROM meta WHERE key=?", (counter,)).fetchone()
     if row:
         counts = json.loads(row[0])

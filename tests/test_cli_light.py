@@ -46,7 +46,8 @@ def test_every_model_free_command_imports_no_model_library(home, photo_files, tm
     d = ["--dataset", "pets"]
     commands = [["import", str(tree), *d], ["status", *d], ["datasets"], ["trash", "no-such-id", *d],
                 ["undo", *d], ["redo", *d], ["check", *d], ["export-dataset", *d, "--out", str(tmp_path / "x.zip")],
-                ["collect", *d, "--label", "tools", "--urls", str(urls), "--quiet"]]
+                ["collect", *d, "--label", "tools", "--urls", str(urls), "--quiet"],
+                ["label", "rename", "fishes", "fish", *d], ["dataset", "deleted"]]
     out = run_commands(commands, home)
     assert out["heavy"] == []
     assert [name for name, _ in out["runs"]] == [c[0] for c in commands]

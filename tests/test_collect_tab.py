@@ -46,6 +46,15 @@ def test_collect_tab_stores_each_class_and_reports_refusals(client, web):
     assert row.origin == "url" and row.engine == "fake" and row.query == "tool photo"
 
 
+def test_a_class_whose_search_fails_says_why_leaves_no_label_and_the_next_goes_on(client, web):
+    Store.open("dragons", create=True)
+    result = client.predict("dragons", "Drogon\nfish", "", 5, *FILTERS, api_name="/collect")
+    summary = result[0]
+    assert "1 of 2 classes could not be collected" in summary and "| fish | 5 |" in summary, summary
+    assert "⚠️ **Drogon**: no images found for 'Drogon'" in summary
+    assert Store.open("dragons").status()["labels"] == {"fish": 5}  # no empty "Drogon 0"
+
+
 def test_collect_tab_without_classes_is_a_clear_error(client, web):
     Store.open("dragons", create=True)
     with pytest.raises(AppError, match="at least one class"):

@@ -219,3 +219,14 @@ def test_a_refused_later_query_keeps_earlier_results_and_stops_searching():
     locked_out.calls.append("an earlier search")
     with pytest.raises(DragonError, match="rate limit"):
         search_images(["d"], 10, engine=locked_out)  # refused before any result: the collection cannot start
+
+
+def test_a_failed_connection_is_said_in_words_not_in_raw_text(fake_ddgs):
+    raw_dns = ("https://duckduckgo.com/?q=Drogon: error sending request for url (https://duckduckgo.com/): client "
+               "error (Connect): dns error: failed to lookup address information: Temporary failure in name resolution")
+    fake_ddgs.script = [DDGSException(raw_dns)] * 3
+    with pytest.raises(DragonError) as e:
+        engine([]).images("Drogon", max_results=10, filters=Filters())
+    message = str(e.value)
+    assert "could not look up the search engine's address" in message and "connected to the internet" in message
+    assert "lookup address information" not in message and "Connect" not in message and "https://" not in message

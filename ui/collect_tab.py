@@ -103,8 +103,12 @@ def _gallery_note(labels: list[str]) -> str:
 
 
 def _summary(reports, running: str | None) -> str:
+    """The table of classes so far; a class whose search failed says why, below it (the others went on)."""
     rows = ["| class | stored | duplicates | conflicts | refused |", "|---|---|---|---|---|"]
     for r in reports:
+        if r.error:
+            rows.append(f"| {r.label} | ⚠️ not collected (see below) | | | |")
+            continue
         refused = ", ".join(f"{n} {k}" for k, n in sorted(r.refused.items())) or "0"
         rows.append(f"| {r.label} | {r.stored} | {r.duplicates} | {r.conflicts} | {refused} |")
     total = combine(reports) if reports else None
@@ -113,7 +117,11 @@ def _summary(reports, running: str | None) -> str:
         head += f" {total['stored']} stored so far."
     elif total:
         head += f" {total['stored']} stored in {total['seconds']:.0f} s."
-    return head + "\n\n" + "\n".join(rows)
+    failed = [r for r in reports if r.error]
+    if failed and not running:
+        head += f" {len(failed)} of {len(reports)} classes could not be collected; nothing was stored for them."
+    problems = "".join(f"\n\n⚠️ **{r.label}**: {r.error}" for r in failed)
+    return head + "\n\n" + "\n".join(rows) + problems
 
 
 @ui_errors(say=1, of=2 + SLOTS)

@@ -18,10 +18,10 @@ from dragonclf.errors import DragonError
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-AREAS = ("data", "collect", "train", "clean", "distributed", "users")
+AREAS = ("data", "collect", "manage", "train", "clean", "distributed", "users")
 # Areas whose commands need no model: their modules and `register` import no torch, fastai, timm or
 # scikit-learn, and a command of theirs builds a parser of these areas only, so `status` answers at once.
-MODEL_FREE_AREAS = ("data", "collect", "users")
+MODEL_FREE_AREAS = ("data", "collect", "manage", "users")
 
 
 class _Parser(argparse.ArgumentParser):

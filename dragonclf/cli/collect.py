@@ -64,8 +64,9 @@ def _progress(quiet: bool):
 
 def cmd_collect(a) -> int:
     from dragonclf.collect import collect
+    from dragonclf.registry import delete_dataset_files
     from dragonclf.search import split_queries
-    from dragonclf.store import Store
+    from dragonclf.store import Store, list_datasets
 
     filters = {"safesearch": a.safesearch, "license_image": a.license_image, "size": a.size,
                "type_image": a.type_image, "layout": a.layout}
@@ -74,11 +75,19 @@ def cmd_collect(a) -> int:
         queries = split_queries(a.queries)
         if not queries:
             raise DragonError("--queries needs at least one search, e.g. --queries 'red fox | fox in snow'")
-    store = Store.open(a.dataset, create=True)
     urls = _read_urls(a.urls) if a.urls else None
+    fresh = a.dataset not in list_datasets()
+    store = Store.open(a.dataset, create=True)
     max_images = a.max if a.max is not None else (None if urls is not None else 100)
-    report = collect(store, a.label, query=a.query, queries=queries, urls=urls, max_images=max_images,
-                     filters=filters, progress=_progress(a.quiet or a.json))
+    try:
+        report = collect(store, a.label, query=a.query, queries=queries, urls=urls, max_images=max_images,
+                         filters=filters, progress=_progress(a.quiet or a.json))
+    except DragonError:
+        if fresh and not store.labels() and not store.images(status=None):
+            delete_dataset_files(store.name)  # made by this command, and nothing came: leave nothing behind
+        if not (a.quiet or a.json):
+            print(file=sys.stderr)  # the error goes below the progress line
+        raise
     if not (a.quiet or a.json):
         print(file=sys.stderr)
     emit(report.as_dict(), a.json, lambda r: _summary(report))
