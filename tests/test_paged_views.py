@@ -79,3 +79,18 @@ def test_the_label_gallery_pages_and_filters(app_url, pets):
     gallery, page, info = c.predict("pets", "fishes", name, 1, api_name="/gallery_page")
     assert len(gallery) == 1 and info.startswith("1-1 of 1")
     assert name in gallery[0]["caption"] and one.id in str(gallery[0]["image"])  # captioned by its source, served by id
+
+
+def test_the_gallery_opens_on_all_labels_captioned_with_each_label(app_url, pets):
+    from ui.dataset_bar import ALL_LABELS
+
+    c = session(app_url)
+    counts, labels, gallery, page, info = c.predict("pets", api_name="/dataset_status")
+    assert labels["value"] == ALL_LABELS and labels["choices"][0] == ["All labels", ALL_LABELS]  # every picture first
+    total = pets.count()
+    assert info == f"1-{min(60, total)} of {total}" + (f" (page 1 of {-(-total // 60)})" if total > 60 else "")
+    by_label = {r.label for r in pets.images()}
+    shown = {x["caption"].split(" · ")[0] for x in gallery}
+    assert shown <= by_label and len(shown) >= 2  # each caption starts with its picture's label
+    pages = [c.predict("pets", ALL_LABELS, "", n, api_name="/gallery_page")[0] for n in range(1, -(-total // 60) + 1)]
+    assert sum(len(g) for g in pages) == total

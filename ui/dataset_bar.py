@@ -40,20 +40,30 @@ def counts_markdown(name: str) -> str:
     return f"{total} images: {rows}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def caption(r) -> str:
-    """What a person knows a picture by: its title or file name, and the site it came from."""
+# The label choice that shows every label's pictures: a control character, which no label name may hold.
+ALL_LABELS = "\x1fall"
+
+
+def caption(r, with_label: bool = False) -> str:
+    """What a person knows a picture by: its title or file name, and the site it came from (and its label)."""
     name = Path(urlparse(r.source).path).name if r.source else ""
     site = urlparse(r.page_url or r.image_url or "").hostname
-    return " · ".join(x for x in (r.title or name or r.origin or "", site) if x)
+    return " · ".join(x for x in (r.label if with_label else "", r.title or name or r.origin or "", site) if x)
+
+
+def label_choices(name: str | None) -> list[tuple[str, str]]:
+    """"All labels" first (the gallery opens on it), then each label."""
+    labels = [lab.display for lab in open_store(name).labels()] if name else []
+    return ([("All labels", ALL_LABELS)] if labels else []) + [(lab, lab) for lab in labels]
 
 
 @ui_errors(say=0, of=5)
 def refresh(name: str):
     """Counts, label choices and the first page of the first label's gallery for dataset `name`."""
-    labels = [lab.display for lab in open_store(name).labels()] if name else []
-    first = labels[0] if labels else None
+    choices = label_choices(name)
+    first = choices[0][1] if choices else None
     gallery, page, info = gallery_page(name, first, "", 1)
-    return counts_markdown(name), gr.update(choices=labels, value=first), gallery, page, info
+    return counts_markdown(name), gr.update(choices=choices, value=first), gallery, page, info
 
 
 @ui_errors
@@ -72,12 +82,17 @@ def label_gallery(name: str, label: str | None):
 
 @ui_errors
 def gallery_page(name: str, label: str | None, text: str, page: float | None):
-    """One page of a label's pictures (newest first), filtered by `text`: (gallery, page number, "1-60 of N")."""
+    """One page of a label's pictures (newest first), filtered by `text`: (gallery, page number, "1-60 of N").
+
+    `label` ALL_LABELS: every label's pictures, each captioned with its label.
+    """
     if not name or not label:
         return [], 1, ""
     number = max(1, int(page or 1))
-    found = open_store(name).page(label=label, text=text, offset=(number - 1) * GALLERY_MAX, limit=GALLERY_MAX)
-    shown = [(servable(r.path), caption(r)) for r in found.rows]
+    every = label == ALL_LABELS
+    found = open_store(name).page(label=None if every else label, text=text, offset=(number - 1) * GALLERY_MAX,
+                                  limit=GALLERY_MAX)
+    shown = [(servable(r.path), caption(r, with_label=every)) for r in found.rows]
     return shown, found.number, found.describe() + (f" matching {text.strip()!r}" if (text or "").strip() else "")
 
 
