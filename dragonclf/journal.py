@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from dragonclf.errors import DragonError
-from dragonclf.layout import fsync_dir
+from dragonclf.layout import fsync_dir, moves_files
 from dragonclf.names import NameClash
 
 TRASH = ".trash"
@@ -40,12 +40,14 @@ class EditResult:
 
 
 class Journal:
-    """Edits, undo/redo and file moves; expects the Store's `_tx`, `_db`, `root`, `label`, `_path`, `_candidates`."""
+    """Edits, undo/redo and file moves; expects the Store's `_tx`, `_db`, `root`, `label`, `_path`, `_candidates`
+    and `_moving` (the marker a crash mid-edit leaves for the next open: `moves_files`, store_files)."""
 
     @staticmethod
     def _next_batch(db) -> int:
         return (db.execute("SELECT COALESCE(MAX(batch), 0) FROM journal").fetchone()[0] or 0) + 1
 
+    @moves_files
     def apply(self, decisions: list[Decision], create_labels: bool = False, actor: str | None = None) -> EditResult:
         """Apply review decisions as one journalled batch (one undo step), recording who made it (`actor`)."""
         targets = {}
@@ -123,6 +125,7 @@ class Journal:
     def redo(self, actor: str | None = None) -> EditResult:
         return self._walk(undo=False, actor=actor)
 
+    @moves_files
     def _walk(self, undo: bool, actor: str | None = None) -> EditResult:
         marks = ",".join(f"'{a}'" for a in UNDOABLE)
         mine = "" if actor is None else " AND actor IS ?"
@@ -169,11 +172,12 @@ class Journal:
         rows = self._db.execute("SELECT * FROM journal ORDER BY seq DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
+    @moves_files
     def empty_trash(self) -> int:
         """Delete trashed images for good: the only way files ever leave the store.
 
         The rows go first, then the files (fsynced). A crash in between leaves trash files that no row
-        names; the next open deletes them (`recover`), so nothing emptied ever comes back.
+        names, and the edit's marker: the next open deletes them (`recover`), so nothing emptied ever comes back.
         """
         with self._files():
             with self._tx() as db:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from dragonclf import split_keys
 from dragonclf.errors import DragonError
 from dragonclf.journal import LABEL_ROW, TRASH
-from dragonclf.layout import fsync_dir
+from dragonclf.layout import fsync_dir, moves_files
 from dragonclf.names import NameClash, clash_message, clean_display, folder_for, is_doc
 
 MODELS_NOTE = "Models trained before keep the class names they were trained with; train again to use the new ones."
@@ -116,6 +116,7 @@ class LabelEdits:
         return True
 
     # ---- one batch -------------------------------------------------------------------
+    @moves_files  # committed, then the files move: a crash in between is finished on the next open
     def _label_edit(self, action: str, display: str, folder: str, after: tuple[str, str] | None, move: str,
                     actor: str | None, into: str | None = None) -> tuple[int, list[str]]:
         """Commit one label edit: pictures moved (`move` "relabel" to `into` or after's folder, or "trash"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -43,3 +44,13 @@ def write_durably(path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def moves_files(method):
+    """Decorates a Store method that commits an edit and then moves files: it runs inside the store's
+    `_moving()` (store_files), so a crash before its files are in place makes the next open look for them."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._moving():
+            return method(self, *args, **kwargs)
+    return run

@@ -71,7 +71,7 @@ class Rescan:
         import in this or another process, which never has a file in a label folder without its row."""
         with self._files():
             if repair:
-                self.recover()  # what killed writers left, first
+                self.recover(full=True)  # what killed writers left, first (and any file out of place)
             return self._rescan(repair)
 
     def _rescan(self, repair: bool) -> dict:

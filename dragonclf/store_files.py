@@ -18,6 +18,13 @@ A part of `Store` (mixed in). The rules:
   complete file reached its place (or its temp folder) is adopted, not deleted.
 - Empty trash deletes the rows, then the files; a crash in between leaves files
   in `.trash/` that no row names, which the next open deletes (and reports).
+- An edit that moves files (relabel, trash, restore, undo, redo, Empty trash, a
+  label's rename, merge or delete: `layout.moves_files`) first writes a marker
+  `moving-<id>` into its writer's folder, durably, and removes it once its files
+  are where the manifest says. Opening a dataset runs
+  the full check (one listing of every label folder and the trash: seconds at
+  100,000 pictures) only when a dead writer left such a marker, or the manifest
+  was last written by a version without markers; a clean open lists no folder.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from dragonclf.layout import fsync_dir, write_durably
 
 TMP = ".tmp"
 FILES_LOCK = ".files.lock"
+MOVING = "moving-"  # an edit's marker in its writer's folder, while its files may be out of place
+RECOVERY = ("recovery", "markers-1")  # meta row: edits of this manifest leave markers (see `_moving`)
 log = logging.getLogger(__name__)
 
 
@@ -145,6 +154,25 @@ class StoreFiles:
             raise DiskFull(f"the disk holding dataset {self.name!r} is full (the manifest cannot grow); "
                            "free some space and try again: what is stored is intact") from None
 
+    @contextmanager
+    def _moving(self):
+        """Around an edit's commit and its file moves: a durable marker that a crash leaves behind.
+
+        Written and its folder entry fsynced before the edit commits, removed after its files
+        moved. An edit refused by its own checks (a DragonError: raised inside its transaction,
+        which rolls back) removes it; any other error leaves it, and once this process is gone
+        the next open runs the full check.
+        """
+        marker = self._writer_dir() / f"{MOVING}{uuid.uuid4().hex[:12]}"
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        fsync_dir(marker.parent)
+        try:
+            yield
+        except DragonError:
+            marker.unlink(missing_ok=True)
+            raise
+        marker.unlink(missing_ok=True)  # not fsynced: a marker back from the dead costs one full check, no more
+
     def _place(self, tmp: Path, final: Path) -> None:
         """Rename a durable temp file into place and make the rename durable (call under `_files`)."""
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -167,16 +195,19 @@ class StoreFiles:
             return None
         return fd
 
-    def recover(self, wait: bool = True) -> dict:
+    def recover(self, wait: bool = True, full: bool = False) -> dict:
         """Finish or roll back what dead writers left; safe while other processes work on the dataset.
 
         Returns what it did: adopted (pending rows whose complete file had reached disk),
-        rolled_back, orphans (trash files of an interrupted Empty trash) and writers cleaned.
-        A writer is alive while its lock is held; it takes the lock before it records anything.
+        rolled_back, orphans (trash files of an interrupted Empty trash), writers cleaned and
+        `full` (whether it listed every folder). A writer is alive while its lock is held; it
+        takes the lock before it records anything. Files out of place are looked for (every
+        folder listed) only when a dead writer left an edit's marker, the manifest predates
+        markers, or `full` is asked for: a clean open of 100,000 pictures lists nothing.
         With `wait=False` (opening a dataset) it skips, reporting `busy`, while another process
         moves files: a `status` never waits for a long rescan elsewhere; the next open recovers.
         """
-        report = {"adopted": [], "rolled_back": [], "orphans": [], "writers": 0, "busy": False}
+        report = {"adopted": [], "rolled_back": [], "orphans": [], "writers": 0, "busy": False, "full": False}
         tmp = self.root / TMP
         dead: dict[str, int] = {}  # token -> our fd holding its lock
         with self._files(wait) as held:
@@ -194,6 +225,16 @@ class StoreFiles:
                 for r in rows:
                     if r["writer"] is None or r["writer"] in dead:  # (no writer: a version before writer folders)
                         self._finish_pending(r, tmp / f"w-{r['writer']}" if r["writer"] else None, report)
+                marked = self._db.execute("SELECT value FROM meta WHERE key=?", RECOVERY[:1]).fetchone()
+                legacy = marked is None or marked[0] != RECOVERY[1]
+                if full or legacy or any(next((tmp / f"w-{t}").glob(f"{MOVING}*"), None) for t in dead):
+                    # Before the dead writers' folders go: killed in here, their markers make the next open redo it.
+                    report["orphans"] = self._finish_empty_trash()
+                    self._sync_files()
+                    report["full"] = True
+                    if legacy:
+                        with self._tx() as db:
+                            db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", RECOVERY)
                 for token in dead:
                     shutil.rmtree(tmp / f"w-{token}", ignore_errors=True)
                     (tmp / f"w-{token}.lock").unlink(missing_ok=True)
@@ -205,8 +246,6 @@ class StoreFiles:
             finally:
                 for fd in dead.values():
                     os.close(fd)
-            report["orphans"] = self._finish_empty_trash()
-            self._sync_files()
         if any(report[k] for k in ("adopted", "rolled_back", "orphans")):
             log.info("dataset %r: recovered after a crash: %s", self.name,
                      {k: len(v) if isinstance(v, list) else v for k, v in report.items()})

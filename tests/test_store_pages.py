@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from dragonclf.errors import DragonError
-from dragonclf.store import Store
+from dragonclf.store import Decision, Store
 
 LABELS = ("Cats", "Dogs", "Fish")
 
@@ -124,13 +124,56 @@ def test_near_duplicate_groups_walk_the_pairs_not_every_image(big_store):
     assert len(big_store.near_duplicate_groups()) == 20
 
 
-def test_opening_a_large_dataset_lists_folders_instead_of_checking_each_file(photo_files, monkeypatch):
-    """Recovery at open looks for files out of place with one listing per folder: 400 images, a handful of checks.
-
-    It still finds a file a crash left in another folder (moved back) and one removed by hand (missing on rescan).
-    """
+def listed_on_open(name: str, monkeypatch) -> set:
+    """The folders `Store.open(name)` lists (by path), with the store it opened."""
     import os
     from pathlib import Path
+
+    listed = set()
+    for fn in ("scandir", "listdir"):
+        real = getattr(os, fn)
+        monkeypatch.setattr(os, fn, lambda p=".", _real=real: (isinstance(p, (str, Path)) and listed.add(Path(p)))
+                            or _real(p))
+    s = Store.open(name)
+    monkeypatch.undo()
+    return listed, s
+
+
+def killed_editing(home, ids, kill_at: str) -> None:
+    """A process that relabels `ids` to "b" in dataset "many" and is killed (SIGKILL's equivalent, os._exit)
+    `before-commit` (its marker written, the transaction open) or `before-moves` (committed, no file moved)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO
+
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dragonclf.store import Store
+        s = Store.open("many")
+        if {kill_at!r} == "before-commit":
+            s._db.set_trace_callback(lambda sql: sql.startswith("UPDATE images SET folder") and os._exit(9))
+        else:
+            real = os.replace
+            os.replace = lambda a, b: os._exit(9) if str(b).endswith(".jpg") else real(a, b)
+        s.relabel({ids!r}, "b")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DRAGONCLF_HOME": str(home)},
+                       capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+
+
+def test_a_clean_open_lists_no_folder_and_an_open_after_a_killed_edit_finishes_its_moves(home, photo_files,
+                                                                                        monkeypatch):
+    """Opening a dataset lists its label folders (seconds at 100,000 pictures) only after a crash in an edit.
+
+    An edit writes a marker before it commits and removes it after its files moved; an open that finds a dead
+    writer's marker runs the full check (one listing per folder, not a check per file) and finishes the moves.
+    """
+    import os
 
     s = Store.open("many", create=True)
     s.add_label("a")
@@ -140,19 +183,34 @@ def test_opening_a_large_dataset_lists_folders_instead_of_checking_each_file(pho
     con = sqlite3.connect(s.db_path)
     with con:
         for i in range(400):
-            folder = "ab"[i % 2]
-            os.link(src, s.root / folder / f"x{i:015d}.jpg")
-            con.execute("INSERT INTO images(id, folder, status, split_key, added_at) VALUES (?,?,'active',0.5,?)",
-                        (f"x{i:015d}", folder, 2000.0 + i))
+            os.link(src, s.root / "a" / f"x{i:015d}.jpg")
+            con.execute("INSERT INTO images(id, sha256, folder, status, split_key, added_at) VALUES (?,?,'a','active',"
+                        "0.5,?)", (f"x{i:015d}", s.image(first).sha256, 2000.0 + i))
     con.close()
-    os.replace(s.root / "a" / "x000000000000000.jpg", s.root / "b" / "x000000000000000.jpg")  # a move cut short
-    (s.root / "b" / "x000000000000001.jpg").unlink()  # removed by hand
+    s.relabel(["x000000000000399"], "b")  # an edit that finished
+    with pytest.raises(DragonError):
+        s.apply([Decision("no-such-picture", "trash")])  # and one refused: neither leaves a marker
     s.close()
-    calls = []
-    real_exists = Path.exists
-    monkeypatch.setattr(Path, "exists", lambda self, *a, **k: calls.append(self) or real_exists(self, *a, **k))
-    s = Store.open("many")
-    assert len(calls) < 40, len(calls)
-    monkeypatch.undo()
-    assert (s.root / "a" / "x000000000000000.jpg").is_file()
-    assert s.rescan()["missing"] == ["x000000000000001"]
+    folders = {s.root, s.root / "a", s.root / "b", s.root / ".trash"}
+    listed, s = listed_on_open("many", monkeypatch)
+    assert not listed & folders, listed
+    s.close()
+
+    killed_editing(home, ["x000000000000000"], "before-commit")  # marker written, nothing committed
+    listed, s = listed_on_open("many", monkeypatch)
+    assert {s.root, s.root / "a"} <= listed  # the full check ran
+    assert s.image("x000000000000000").label == "a" and s.image("x000000000000000").path.is_file()
+    s.close()
+
+    ids = ["x000000000000001", "x000000000000002", "x000000000000003"]
+    killed_editing(home, ids, "before-moves")  # committed, files still in "a"
+    assert all((s.root / "a" / f"{i}.jpg").is_file() for i in ids)
+    listed, s = listed_on_open("many", monkeypatch)
+    assert {s.root, s.root / "a", s.root / "b"} <= listed
+    assert all(s.image(i).label == "b" and s.image(i).path.is_file() for i in ids)
+    assert not any((s.root / "a" / f"{i}.jpg").exists() for i in ids)
+    s.close()
+    listed, s = listed_on_open("many", monkeypatch)  # finished: clean again
+    assert not listed & folders, listed
+    (s.root / "a" / "x000000000000004.jpg").unlink()
+    assert s.rescan()["missing"] == ["x000000000000004"]  # a file removed by hand: found by a check, not an open
