@@ -124,18 +124,18 @@ def test_near_duplicate_groups_walk_the_pairs_not_every_image(big_store):
     assert len(big_store.near_duplicate_groups()) == 20
 
 
-def listed_on_open(name: str, monkeypatch) -> set:
+def listed_on_open(name: str) -> tuple[set, Store]:
     """The folders `Store.open(name)` lists (by path), with the store it opened."""
     import os
     from pathlib import Path
 
     listed = set()
-    for fn in ("scandir", "listdir"):
-        real = getattr(os, fn)
-        monkeypatch.setattr(os, fn, lambda p=".", _real=real: (isinstance(p, (str, Path)) and listed.add(Path(p)))
-                            or _real(p))
-    s = Store.open(name)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        for fn in ("scandir", "listdir"):
+            real = getattr(os, fn)
+            mp.setattr(os, fn, lambda p=".", _real=real: (isinstance(p, (str, Path)) and listed.add(Path(p)))
+                       or _real(p))
+        s = Store.open(name)
     return listed, s
 
 
@@ -166,8 +166,7 @@ def killed_editing(home, ids, kill_at: str) -> None:
     assert r.returncode == 9, r.stderr
 
 
-def test_a_clean_open_lists_no_folder_and_an_open_after_a_killed_edit_finishes_its_moves(home, photo_files,
-                                                                                        monkeypatch):
+def test_a_clean_open_lists_no_folder_and_an_open_after_a_killed_edit_finishes_its_moves(home, photo_files):
     """Opening a dataset lists its label folders (seconds at 100,000 pictures) only after a crash in an edit.
 
     An edit writes a marker before it commits and removes it after its files moved; an open that finds a dead
@@ -192,12 +191,12 @@ def test_a_clean_open_lists_no_folder_and_an_open_after_a_killed_edit_finishes_i
         s.apply([Decision("no-such-picture", "trash")])  # and one refused: neither leaves a marker
     s.close()
     folders = {s.root, s.root / "a", s.root / "b", s.root / ".trash"}
-    listed, s = listed_on_open("many", monkeypatch)
+    listed, s = listed_on_open("many")
     assert not listed & folders, listed
     s.close()
 
     killed_editing(home, ["x000000000000000"], "before-commit")  # marker written, nothing committed
-    listed, s = listed_on_open("many", monkeypatch)
+    listed, s = listed_on_open("many")
     assert {s.root, s.root / "a"} <= listed  # the full check ran
     assert s.image("x000000000000000").label == "a" and s.image("x000000000000000").path.is_file()
     s.close()
@@ -205,12 +204,12 @@ def test_a_clean_open_lists_no_folder_and_an_open_after_a_killed_edit_finishes_i
     ids = ["x000000000000001", "x000000000000002", "x000000000000003"]
     killed_editing(home, ids, "before-moves")  # committed, files still in "a"
     assert all((s.root / "a" / f"{i}.jpg").is_file() for i in ids)
-    listed, s = listed_on_open("many", monkeypatch)
+    listed, s = listed_on_open("many")
     assert {s.root, s.root / "a", s.root / "b"} <= listed
     assert all(s.image(i).label == "b" and s.image(i).path.is_file() for i in ids)
     assert not any((s.root / "a" / f"{i}.jpg").exists() for i in ids)
     s.close()
-    listed, s = listed_on_open("many", monkeypatch)  # finished: clean again
+    listed, s = listed_on_open("many")  # finished: clean again
     assert not listed & folders, listed
     (s.root / "a" / "x000000000000004.jpg").unlink()
     assert s.rescan()["missing"] == ["x000000000000004"]  # a file removed by hand: found by a check, not an open
