@@ -63,6 +63,21 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
+def _process_gone(pid: str) -> bool:
+    """Whether no process `pid` runs (a zombie counts as gone); unsure (not a number, not ours to ask): False."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, OSError):
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class StoreFiles:
     """Writer folders, the files lock and crash recovery; expects the Store's `root`, `_lock`, `_db`, `_tx`."""
 
@@ -239,10 +254,12 @@ class StoreFiles:
                     shutil.rmtree(tmp / f"w-{token}", ignore_errors=True)
                     (tmp / f"w-{token}.lock").unlink(missing_ok=True)
                     report["writers"] += 1
-                if tmp.is_dir():  # temp files of versions before writer folders
+                if tmp.is_dir():
                     for p in tmp.iterdir():
-                        if p.is_file() and p.name.endswith(".part"):
+                        if p.is_file() and p.name.endswith(".part"):  # temp files of versions before writer folders
                             p.unlink(missing_ok=True)
+                        elif p.name.startswith(".new-") and _process_gone(p.name[5:].split("-")[0]):
+                            p.unlink(missing_ok=True)  # a lock file its writer was killed before naming
             finally:
                 for fd in dead.values():
                     os.close(fd)

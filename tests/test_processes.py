@@ -227,3 +227,15 @@ def test_two_processes_storing_the_same_picture_at_once_store_it_once(store, pho
     assert raced[0].outcome == "added" and mine.outcome == "conflict" and mine.image_id == raced[0].image_id
     assert len([r for r in store.images() if r.id == mine.image_id]) == 1
     assert not list((store.root / ".tmp").rglob("*.part")) and store.check()["ok"]
+
+
+def test_a_lock_file_left_by_a_writer_killed_before_naming_it_is_removed_and_a_live_ones_kept(store):
+    """A writer creates its lock as `.tmp/.new-<pid>-<token>`, then names it: killed in between, the file is debris."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tmp = store.root / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    (tmp / f".new-{dead.stdout.strip()}-0123456789").touch()
+    (tmp / f".new-{os.getpid()}-0123456789").touch()  # a live process (this one) about to name its lock
+    store.close()
+    Store.open("pets")
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".new-")) == [f".new-{os.getpid()}-0123456789"]
