@@ -143,12 +143,17 @@ def test_redo_of_a_delete_is_refused_when_pictures_arrived_since(photo_files):
     assert where(store) == before and store.check()["ok"]
 
 
-def test_a_rename_interrupted_before_its_files_moved_is_finished_on_the_next_open(photo_files):
+def test_a_rename_interrupted_before_its_files_moved_is_finished_on_the_next_open(photo_files, home):
     store = zoo(photo_files)
     ids = where(store)["fish"]
-    store.rename_label("fish", "goldfish")
-    os.rename(store.root / "goldfish", store.root / "fish")  # as if the process died after the commit
     close_all()
+    code = ("import os\nfrom dragonclf.store import Store\ns = Store.open('zoo')\n"
+            "os.rename = lambda a, b: os._exit(9)\n"  # the process dies after the commit, before the folder moves
+            "s.rename_label('fish', 'goldfish')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "DRAGONCLF_HOME": str(home)})
+    assert r.returncode == 9, r.stderr
+    assert (home / "datasets" / "zoo" / "fish").is_dir() and not (home / "datasets" / "zoo" / "goldfish").exists()
     again = Store.open("zoo")
     assert where(again)["goldfish"] == ids and again.check()["ok"]
 
