@@ -16,7 +16,8 @@ import gradio as gr  # noqa: E402
 from dragonclf import config  # noqa: E402
 from dragonclf.errors import DragonError  # noqa: E402
 from dragonclf.identity import SignIn  # noqa: E402
-from ui import access_panel, clean_tab, collect_tab, dataset_bar, evaluate_tab, people, predict_tab, train_tab  # noqa: E402
+from ui import (access_panel, clean_tab, collect_tab, dataset_bar, evaluate_tab, manage_panel, people,  # noqa: E402
+                predict_tab, train_tab)
 
 TABS = {"collect": collect_tab, "clean": clean_tab, "train": train_tab, "evaluate": evaluate_tab,
         "predict": predict_tab}
@@ -26,6 +27,7 @@ MAX_FILE_SIZE = "50mb"
 with gr.Blocks(title="dragonclf: your own image classifier", delete_cache=(600, 1800)) as demo:
     gr.Markdown("# 🐉 dragonclf\nCollect pictures for each class, clean them, train, evaluate, predict.")
     bar = dataset_bar.build()
+    manage_panel.build(bar)
     panel = access_panel.build(bar)
     with gr.Tabs(overflow_behavior="wrap"):  # on a phone every tab stays in sight, on two rows
         for name, tab in TABS.items():

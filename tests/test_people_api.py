@@ -111,7 +111,8 @@ def test_another_person_and_a_visitor_are_refused_everywhere_and_see_nothing(wor
     assert dataset_state(world) == before  # nothing of Alice's changed
     names = set(touched)
     assert {"export_dataset", "bulk_relabel", "bulk_trash", "trash", "undo", "redo", "empty_trash", "import_files",
-            "collect", "train", "export_model", "predict", "share_dataset", "set_public", "label_gallery"} <= names
+            "collect", "train", "export_model", "predict", "share_dataset", "set_public", "label_gallery",
+            "rename_label", "merge_label", "delete_label", "rename_dataset", "delete_dataset", "manage_undo"} <= names
     assert any(n.startswith("#") or n == "model_dropdown_update" for n in names)  # private events are in it
     caller.close()
 
@@ -185,3 +186,23 @@ def test_the_dataset_view_says_who_made_the_last_edit(world, monkeypatch):
     ok, out = alice.call(dep["dataset_status"]["id"], [world.dataset])
     assert ok and "last edit: keep by alice" in out[0]
     store.close()
+
+
+def test_a_collaborator_may_edit_labels_but_only_the_owner_renames_or_deletes_the_dataset(world):
+    alice, bob = Caller(world.private_url, "alice"), Caller(world.private_url, "bob")
+    dep = {base_name(d): d for d in events(alice.config) if d.get("api_name")}
+    assert alice.call(dep["share_dataset"]["id"], [world.dataset, "bob", "edit"])[0]
+    before = dataset_state(world)
+    try:
+        ok, out = bob.call(dep["rename_dataset"]["id"], [world.dataset, "bobs now"])
+        assert not ok and "Only the owner" in out, out
+        ok, out = bob.call(dep["delete_dataset"]["id"], [world.dataset, True])
+        assert not ok and "Only the owner" in out, out
+        # label edits are edits: allowed to a collaborator (this one is refused for its name, not for who asks)
+        ok, out = bob.call(dep["rename_label"]["id"], [world.dataset, SECRET_LABELS[0], SECRET_LABELS[1]])
+        assert not ok and "already exists" in out and not any(r in out for r in REFUSAL), out
+        assert dataset_state(world) == before and (world.home / "datasets" / world.dataset).is_dir()
+    finally:
+        assert alice.call(dep["share_dataset"]["id"], [world.dataset, "bob", "remove"])[0]
+        alice.close()
+        bob.close()
