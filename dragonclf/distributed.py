@@ -149,7 +149,7 @@ def attach(learn):
     Batch norm becomes SyncBatchNorm only with CUDA (PyTorch's SyncBatchNorm
     has no CPU kernel); on CPU each rank normalises its own batch and DDP
     copies rank 0's running statistics to the others at every step.
-    Mixed precision is fastai's own callback, chosen by `train.choose_precision`,
+    Mixed precision is fastai's own callback, chosen by `settings.choose_precision`,
     which honours `accelerate launch --mixed_precision` (Accelerate passes it on
     as ACCELERATE_MIXED_PRECISION). The Accelerator here is told "no" so the
     forward pass is not autocast twice.

@@ -7,11 +7,13 @@ starting values the Train tab and the CLI offer, sized for the machine. Both are
 model: 160 px started 4 points lower on the hard set and never caught up); a CPU
 gets 3 epochs of 32 pictures (within plain fastai's time), a GPU 5 epochs of 64
 (bench/bench_hard.py, bench/RESULTS.md). Each field's `help` is its one
-description, shown by the CLI.
+description, shown by the CLI. What they resolve to on this machine:
+`choose_precision`, `default_settings`, and `setting_note` (what a CPU setting costs).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -114,3 +116,68 @@ def field_names() -> list[str]:
 def help_for(name: str) -> str:
     """The one description of a setting (CLI help)."""
     return next(f.metadata["help"] for f in fields(TrainSettings) if f.name == name)
+
+
+def choose_precision(requested: str | None = None, cuda: bool | None = None) -> tuple[str, str | None]:
+    """(precision to train in, a warning or None).
+
+    An explicit request (our `--mixed-precision`) wins; else the one
+    `accelerate launch --mixed_precision` (or its config) put in
+    ACCELERATE_MIXED_PRECISION; else fp16 on a CUDA GPU and full precision on
+    a CPU. fastai's mixed precision autocasts on CUDA only, so on a CPU any
+    request becomes full precision, with a warning saying so.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    source = "--mixed-precision"
+    wanted = (requested or "").strip().lower()
+    if wanted in ("", "auto"):
+        wanted = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+        source = "accelerate's mixed_precision"
+    if wanted in ("", "auto"):
+        return ("fp16" if cuda else "no"), None
+    if wanted not in PRECISIONS:
+        raise DragonError(f"Mixed precision {wanted!r} (from {source}) is not supported; choose one of "
+                          f"{', '.join(PRECISIONS)}.")
+    if wanted != "no" and not cuda:
+        return "no", f"Mixed precision {wanted} needs a CUDA GPU; trained in full precision on the CPU."
+    return wanted, None
+
+
+def default_settings(cuda: bool | None = None) -> dict:
+    """The machine-sized starting values (`TrainSettings.for_machine`) as the Train tab and the CLI show them."""
+    if cuda is None:
+        cuda = cuda_likely()
+    m = TrainSettings.for_machine(cuda)
+    return {"device": "cuda" if cuda else "cpu", "size": m.size, "batch_size": m.batch_size, "epochs": m.epochs}
+
+
+# What the CPU settings cost. Time: a fine-tune's whole process on a quiet 2-core machine, fitted to the
+# issue's measurements (177 training photos, 3 epochs: 132 s at 224 px, 107 s at 160 px): a fixed part
+# (start-up, embeddings, export) plus a part per training image and epoch that scales with the pixels.
+# Accuracy: at 160 px the start (the quick model at that size) is 4 held-out points below 224 px on the
+# hard set, and no fine-tune climbed back (bench/RESULTS.md, "Hard set").
+CPU_FIXED_SECONDS = 80.0
+CPU_SECONDS_PER_IMAGE_EPOCH_224 = 0.1
+POINTS_LOST_AT_160 = 4
+
+
+def setting_note(size: int | None, epochs: int | None, n_train: int | None = None, cuda: bool | None = None) -> str:
+    """One line for the Train tab: what the chosen fine-tune setting costs in time and accuracy on this CPU."""
+    d = default_settings(cuda)
+    size, epochs = int(size or d["size"]), int(epochs or d["epochs"])
+    if d["device"] == "cuda":
+        return f"GPU: {size} px, {epochs} epochs, mixed precision. GPU times were not measured here."
+    n = n_train or 100
+
+    def secs(px: int) -> float:
+        return CPU_FIXED_SECONDS + CPU_SECONDS_PER_IMAGE_EPOCH_224 * (px / 224) ** 2 * n * epochs
+
+    where = f"for {n} training images on 2 CPU cores"
+    if size >= 224:
+        return (f"Accurate: {size} px, {epochs} epochs, ~{secs(size):.0f} s {where}; starts from the quick model "
+                f"and keeps the best epoch. Fast: 160 px, ~{secs(160):.0f} s, usually {POINTS_LOST_AT_160} points less.")
+    return (f"Fast: {size} px, {epochs} epochs, ~{secs(size):.0f} s {where} (224 px: ~{secs(224):.0f} s); usually "
+            f"{POINTS_LOST_AT_160} or more points less than 224 px, and it starts below the quick model.")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from dragonclf import train
+from dragonclf import settings, train
 from dragonclf.predict import Predictor
 from ml_fixtures import SIZE, ml_home, photo_items  # noqa: F401 - fixture
 
@@ -59,10 +59,10 @@ def test_verdict_names_the_kept_epoch():
 
 
 def test_the_train_tab_note_says_what_the_fast_setting_costs():
-    accurate = train.setting_note(224, 3, n_train=160, cuda=False)
-    fast = train.setting_note(160, 3, n_train=160, cuda=False)
+    accurate = settings.setting_note(224, 3, n_train=160, cuda=False)
+    fast = settings.setting_note(160, 3, n_train=160, cuda=False)
     assert accurate.startswith("Accurate: 224 px") and "Fast: 160 px" in accurate and "points less" in accurate
     assert fast.startswith("Fast: 160 px") and "points less" in fast
     seconds = [int(x.split("~")[1].split(" s")[0]) for x in (accurate, fast)]
     assert seconds[0] > seconds[1]  # the accurate setting costs more time
-    assert "not measured" in train.setting_note(224, 5, cuda=True)
+    assert "not measured" in settings.setting_note(224, 5, cuda=True)

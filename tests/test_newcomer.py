@@ -222,7 +222,7 @@ def test_the_lr_finder_sweeps_about_one_epoch_reports_progress_and_stops(home):
     """fastai's default is 100 batches (50 here before): on the demo that was 16 epochs' worth of pictures."""
     import threading
 
-    from dragonclf import train
+    from dragonclf import lr_find
     from dragonclf.errors import DragonError
     from ml_fixtures import SIZE, photo_items
 
@@ -230,7 +230,7 @@ def test_the_lr_finder_sweeps_about_one_epoch_reports_progress_and_stops(home):
     rows = photo_items(per_label=28, labels=["fishes", "tools"])
     n_train = sum(it.split == "train" for it in rows)
     seen = []
-    fig, suggestion = train.lr_find(rows, dataset="photos", size=SIZE, batch_size=32, warm_start=False,
+    fig, suggestion = lr_find.lr_find(rows, dataset="photos", size=SIZE, batch_size=32, warm_start=False,
                                     progress=lambda f, m: seen.append((f, m)))
     assert seen and seen[-1][0] == 1.0 and 0 < suggestion < 10
     swept = int(re.search(r"(\d+) pictures", seen[-1][1]).group(1))
@@ -243,7 +243,7 @@ def test_the_lr_finder_sweeps_about_one_epoch_reports_progress_and_stops(home):
         stop.set()
 
     with pytest.raises(DragonError, match="stopped"):
-        train.lr_find(rows, dataset="photos", size=SIZE, warm_start=False, progress=stop_at_once, cancel=stop)
+        lr_find.lr_find(rows, dataset="photos", size=SIZE, warm_start=False, progress=stop_at_once, cancel=stop)
 
 
 def test_the_lr_finder_in_the_browser_shows_its_plot_whole_and_stop_stops_it(page, home, photo_files):

@@ -8,7 +8,7 @@ import threading
 import pytest
 from matplotlib.figure import Figure
 
-from dragonclf import config, modelstore, train
+from dragonclf import config, lr_find, modelstore, settings, train
 from dragonclf.errors import DragonError
 from dragonclf.predict import Predictor
 from ml_fixtures import SIZE, ml_home, photo_items  # noqa: F401 - fixture
@@ -78,7 +78,7 @@ def test_mixed_precision_follows_the_request_then_accelerate_then_the_device(mon
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     else:
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", accelerate)
-    assert train.choose_precision(requested, cuda=cuda) == (want, None)
+    assert settings.choose_precision(requested, cuda=cuda) == (want, None)
 
 
 def test_mixed_precision_on_a_cpu_or_unknown_is_explained(monkeypatch):
@@ -86,11 +86,11 @@ def test_mixed_precision_on_a_cpu_or_unknown_is_explained(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    precision, warning = train.choose_precision("bf16")
+    precision, warning = settings.choose_precision("bf16")
     assert precision == "no" and "bf16 needs a CUDA GPU" in warning
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")
     with pytest.raises(DragonError, match="'fp8' \\(from accelerate's mixed_precision\\) is not supported"):
-        train.choose_precision(None, cuda=True)
+        settings.choose_precision(None, cuda=True)
 
 
 def test_the_chosen_precision_adds_fastais_mixed_precision_callback(ml_home):
@@ -364,13 +364,13 @@ def test_store_glue_quick_model_on_the_demo_dataset(ml_home):
 
 def test_lr_find_and_augmentation_preview_return_figures(ml_home):
     items = photo_items(per_label=6)
-    fig, suggestion = train.lr_find(items, dataset="photos", size=SIZE, batch_size=8, num_it=8)
+    fig, suggestion = lr_find.lr_find(items, dataset="photos", size=SIZE, batch_size=8, num_it=8)
     assert isinstance(fig, Figure) and 1e-7 < suggestion < 10
     for preset in train.AUGMENT_PRESETS:
-        fig = train.preview_augmentations(items, preset, size=SIZE, n=4)
+        fig = lr_find.preview_augmentations(items, preset, size=SIZE, n=4)
         assert isinstance(fig, Figure) and len(fig.axes) == 4
     with pytest.raises(DragonError, match="Unknown augmentation"):
-        train.preview_augmentations(items, "wild")
+        lr_find.preview_augmentations(items, "wild")
 
 
 def test_mobilenet_and_small_cnn_pickles_load_in_a_fresh_process(ml_home):
@@ -419,7 +419,7 @@ def test_default_settings_are_cpu_sized_without_cuda(monkeypatch, cuda):
     from dragonclf.cli import build_parser
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    d = train.default_settings()
+    d = settings.default_settings()
     if cuda:
         assert d == {"device": "cuda", "size": 224, "batch_size": 64, "epochs": 5}
     else:
@@ -432,7 +432,7 @@ def test_the_train_tab_starts_from_the_cpu_defaults_here(client):
     """This machine has no CUDA: the running app's Train endpoint defaults to the CPU-sized settings."""
     api = client.view_api(print_info=False, return_format="dict")
     params = {p["parameter_name"]: p.get("parameter_default") for p in api["named_endpoints"]["/train"]["parameters"]}
-    cpu = train.default_settings(cuda=False)
+    cpu = settings.default_settings(cuda=False)
     assert (params["epochs"], params["size"], params["batch_size"]) == (cpu["epochs"], cpu["size"], cpu["batch_size"])
 
 

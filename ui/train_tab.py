@@ -7,10 +7,10 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from dragonclf import backbones, quotas, train
+from dragonclf import backbones, lr_find, quotas, train
 from dragonclf.errors import DragonError
 from dragonclf.interpret import plot_history
-from dragonclf.settings import AUGMENT_PRESETS, TrainSettings
+from dragonclf.settings import AUGMENT_PRESETS, TrainSettings, default_settings, setting_note
 from ui.common import model_dropdown_update, stream_work, ui_errors
 from ui.people import me, open_store
 
@@ -70,7 +70,7 @@ def start(name, mode, backbone, epochs, lr, freeze_epochs, schedule, discriminat
     cancel = Job("Stopping at the end of this batch; the last complete epoch is kept…")
     settings = _settings(mode, epochs, lr, freeze_epochs, schedule, discriminative, size, batch_size, valid_share,
                          augment)
-    on_gpu = train.default_settings()["device"] == "cuda"
+    on_gpu = default_settings()["device"] == "cuda"
     finetune = mode == "finetune"
     quotas.check_training(who, settings.epochs if finetune else None, settings.size if finetune else None, on_gpu)
 
@@ -137,7 +137,7 @@ def tradeoff_note(name, size, epochs) -> str:
         n = sum(1 for r in open_store(name).images() if r.split == "train") if name else None
     except DragonError:  # no such dataset (yet), or not this person's: the note uses a round 100 images
         n = None
-    return train.setting_note(size, epochs, n_train=n or None)
+    return setting_note(size, epochs, n_train=n or None)
 
 
 def stop(cancel):
@@ -156,7 +156,7 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
     cancel = Job("Stopping the learning-rate sweep; the learning rate stays as it was…")
 
     def work(report, emit):
-        return train.lr_find(store, backbone, dataset=name, size=int(size) if size else None,
+        return lr_find.lr_find(store, backbone, dataset=name, size=int(size) if size else None,
                              batch_size=int(batch_size), augment=augment, valid_share=float(valid_share),
                              progress=report, cancel=cancel)
 
@@ -174,7 +174,7 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
 @ui_errors(say=1, of=2)
 def preview(name, augment, size, image_index):
     store = open_store(name)
-    fig = train.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
+    fig = lr_find.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
                                       dataset=store.name, seed=int(image_index))
     return fig, f"Picture #{int(image_index)} as training sees it with the **{augment}** augmentation."
 
@@ -204,7 +204,7 @@ def build(bar) -> None:
                                        elem_id="train-batch-size")
                 valid_share = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share")
             augment = gr.Dropdown(list(AUGMENT_PRESETS), value=defaults.augment, label="Augmentation")
-            tradeoff = gr.Markdown(train.setting_note(defaults.size, defaults.epochs), elem_id="train-tradeoff")
+            tradeoff = gr.Markdown(setting_note(defaults.size, defaults.epochs), elem_id="train-tradeoff")
             with gr.Row():
                 start_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
