@@ -80,7 +80,7 @@ def label_gallery(name: str, label: str | None):
     return gallery_page(name, label, "", 1)[0]
 
 
-@ui_errors
+@ui_errors(say=2, of=3)
 def gallery_page(name: str, label: str | None, text: str, page: float | None):
     """One page of a label's pictures (newest first), filtered by `text`: (gallery, page number, "1-60 of N").
 
