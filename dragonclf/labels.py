@@ -105,6 +105,8 @@ class LabelEdits:
         """Remove a label that has never held a picture (e.g. made by a collect whose search failed).
 
         Not journalled: making the label was not either. A label with any picture, in any state, stays.
+        Conflicts recorded under it go too (those pictures are stored under other labels; the run's report
+        counted them).
         """
         with self._lock, self._files():
             with self._tx() as db:
@@ -112,6 +114,7 @@ class LabelEdits:
                 if row is None or db.execute("SELECT 1 FROM images WHERE folder=? LIMIT 1", (row[0],)).fetchone():
                     return False
                 db.execute("DELETE FROM labels WHERE folder=?", (row[0],))
+                db.execute("DELETE FROM conflicts WHERE folder=?", (row[0],))  # pictures stored under other labels
             self._tidy_folder(row[0], into=None)
         return True
 

@@ -284,13 +284,17 @@ def test_a_failed_search_leaves_no_label_says_why_and_the_next_class_goes_on(mon
     monkeypatch.setenv("DRAGONCLF_ALLOW_PRIVATE_URLS", "1")
     with LoopbackServer() as server:
         paths = [server.add_file(f"/v{i}.webp", f).split(str(server.port), 1)[1] for i, f in enumerate(real_photos()[:3])]
+        again = [server.add_file(f"/again{i}.webp", f).split(str(server.port), 1)[1]
+                 for i, f in enumerate(real_photos()[:3])]  # the same pictures at other addresses
         store = Store.open("dragons", create=True)
         reports = collect_classes(store, [("Drogon", None), ("Viserion", None)], 3, engine=RefusingOneClass(server, paths))
+        twice = collect(store, "Rhaegal", engine=RefusingOneClass(server, again), max_images=3)
     assert reports[0].label == "Drogon" and reports[0].stored == 0
     assert "Could not search fake for 'Drogon': the connection was refused" in reports[0].error
     assert "Errno" not in reports[0].error and "ConnectionRefused" not in reports[0].error
     assert reports[1].stored == 3 and reports[1].error is None
     assert {lab.display: lab.count for lab in store.labels()} == {"Viserion": 3}
+    assert twice.conflicts == 3 and twice.stored == 0 and store.conflicts() == []  # stored under Viserion already
     assert folders(store) == {"viserion"}
     with pytest.raises(DragonError, match="the connection was refused"):  # one class alone: the error itself
         collect(store, "Drogon", engine=RefusingOneClass(server, paths))

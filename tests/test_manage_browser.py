@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pytest
 
+import fake_search
 from browser import chromium_page, needs_chromium, screenshot_step
 from conftest import REPO
 from dragonclf import config
 from dragonclf.importer import import_files
 from dragonclf.store import Store, list_datasets
+from httpserver import LoopbackServer, real_photos
 
 ARTIFACTS = REPO / "test-artifacts" / "manage"
 
@@ -156,3 +158,23 @@ def test_the_panel_fits_a_phone(page):
     page.wait_for_timeout(300)
     page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 391
+
+
+def test_a_failed_class_in_collect_is_said_in_words_and_leaves_no_label(page, monkeypatch):
+    monkeypatch.setenv("DRAGONCLF_ALLOW_PRIVATE_URLS", "1")
+    monkeypatch.setenv("DRAGONCLF_SEARCH_ENGINE", "fake_search:engine")
+    with LoopbackServer() as server:
+        paths = [server.add_file(f"/v/{i}{f.suffix}", f).split(str(server.port), 1)[1]
+                 for i, f in enumerate(real_photos()[40:44])]  # monuments: not in pets yet
+        fake_search.configure(server, {"Viserion": paths})  # nothing answers for Drogon
+        page.fill("#collect-classes textarea", "Drogon\nViserion")
+        page.fill("#collect-per-class input[type=number]", "5")
+        page.click("#collect-start")
+        page.wait_for_selector("#collect-summary:has-text('Done.')", timeout=60_000)
+    summary = page.inner_text("#collect-summary")
+    page.screenshot(path=str(ARTIFACTS / "collect-one-class-failed.png"), full_page=True)
+    assert "1 of 2 classes could not be collected" in summary and "no images found for 'Drogon'" in summary
+    assert "Traceback" not in summary and error_badges(page) == 0
+    assert {lab.display: lab.count for lab in Store.open("pets").labels()} == {"Viserion": 4, "fish": 4, "tool": 4}
+    page.wait_for_selector("#dataset-counts:has-text('Viserion')")
+    assert "Drogon" not in page.inner_text("#dataset-counts")

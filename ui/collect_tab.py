@@ -172,14 +172,15 @@ def start(name: str, text: str, queries_text: str, per_class: int, safesearch: s
         if reports is None:
             reports = [live[label] for label in labels[:labels.index(running) + 1]]
         finished = burst[-1][0] == "done"
-        yield [cancel, _summary(reports, None if finished else running) + note] + _galleries(labels, shown)
+        failed = {r.label for r in reports if r.error}  # said in the summary; no empty gallery for them
+        yield [cancel, _summary(reports, None if finished else running) + note] + _galleries(labels, shown, failed)
 
 
-def _galleries(labels, shown):
+def _galleries(labels, shown, failed=frozenset()):
     out = []
     groups = gallery_groups(labels)
     for i in range(SLOTS):
-        if i >= len(groups):
+        if i >= len(groups) or (len(groups[i]) == 1 and groups[i][0] in failed):
             out.append(gr.update(visible=False, value=[]))
             continue
         group = groups[i]
