@@ -118,6 +118,7 @@ def suspects_pass_time(store: Store) -> dict:
     for f in ("embeddings.sqlite", "quality.sqlite"):
         for p in cache.glob(f + "*"):
             p.unlink()
+    shutil.rmtree(cache / "vectors", ignore_errors=True)  # the embedding cache's vector files
     t0 = time.perf_counter()
     found = clean.find_suspects(store)
     cold = time.perf_counter() - t0

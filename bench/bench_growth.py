@@ -100,11 +100,13 @@ def fill(store, upto: int, template_hashes: list[str], seed: int = 0) -> None:
     if have >= upto:
         return
     rng = random.Random(seed + have)
-    template = next(r for r in store.page(limit=1).rows)
     folders = {lab.display: lab.folder for lab in store.labels()}
+    # One template picture per label: ext4 allows 65,000 links to one file
+    templates = {folders[name]: store.page(label=name, limit=1).rows[0] for name in LABELS}
     rows, now = [], time.time()
     for i in range(have, upto):
         folder = folders[LABELS[i % len(LABELS)]]
+        template = templates[folder]
         image_id = f"f{i:015x}"
         h = int(rng.choice(template_hashes), 16)
         for bit in rng.sample(range(64), rng.randint(10, 16)):

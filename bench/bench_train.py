@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -67,6 +68,7 @@ def latency(fn, sources, warmup: int = 3) -> dict:
 def clear_embeddings(home: Path) -> None:
     for f in (home / "cache").glob("embeddings.sqlite*"):
         f.unlink()
+    shutil.rmtree(home / "cache" / "vectors", ignore_errors=True)  # the cache's vector files
 
 
 def run(seeds: list[int], backbone: str) -> dict:

@@ -10,6 +10,7 @@ a key pointing at missing data. Appends from several processes queue on an flock
     vf = VectorFile(folder, dim=1280)
     vf.add(["sha-a", "sha-b"], vectors)          # keys already present are left as they are
     found, X = vf.get(["sha-a", "sha-c"])        # found: bool per key; X: float32 rows of the found ones
+    vf.get(keys, out=X)                          # or into the rows of an (N, dim) array, one per key
 """
 
 from __future__ import annotations
@@ -105,18 +106,26 @@ class VectorFile:
             self._db.execute("COMMIT")
             return len(new)
 
-    def get(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """(found: bool per key, float32 vectors of the found keys in key order), read through a memory map."""
+    def get(self, keys, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(found: bool per key, float32 vectors of the found keys in key order), read through a memory map.
+
+        With `out` ((len(keys), dim) float32), each found key's vector is written into its own row of
+        `out` instead (the others are left as they are) and `out` is returned: no second copy of 100,000 rows.
+        """
         keys = list(keys)
         have = self._rows(list(dict.fromkeys(keys)))
         found = np.array([k in have for k in keys], dtype=bool)
         rows = np.array([have[k] for k in keys if k in have], dtype=np.int64)
+        at = np.flatnonzero(found) if out is not None else np.arange(len(rows))
+        if out is None:
+            out = np.empty((len(rows), self.dim), np.float32)
+        elif out.shape != (len(keys), self.dim):
+            raise DragonError(f"expected a {len(keys)} x {self.dim} array to fill, got {out.shape}")
         if not len(rows):
-            return found, np.zeros((0, self.dim), np.float32)
+            return found, out
         size = (self.folder / DATA).stat().st_size // self.row_bytes
         data = np.memmap(self.folder / DATA, dtype="<f2", mode="r", shape=(size, self.dim))
-        out = np.empty((len(rows), self.dim), np.float32)
         for i in range(0, len(rows), 8192):  # in slices, into contiguous rows: no float16 copy of the whole
-            out[i:i + 8192] = data[rows[i:i + 8192]]
+            out[at[i:i + 8192]] = data[rows[i:i + 8192]]
         del data
         return found, out

@@ -139,11 +139,12 @@ def test_distributed_embed_matches_a_single_process_and_only_rank_0_writes(demo_
     assert any(e.startswith("read") and e.endswith(".jpg") for e in events)
 
     _, items = collect(Store.open("demo"))
-    con = sqlite3.connect(config.cache_root() / "embeddings.sqlite")
-    cached = {sha: np.frombuffer(v, np.float32) for sha, v in
-              con.execute("SELECT sha256, vec FROM embeddings WHERE size=?", (SIZE,))}
-    con.close()
-    assert set(cached) == {it.sha256 for it in items}
+    vf = embeddings.vectors("efficientnet_lite0", SIZE)
+    shas = sorted({it.sha256 for it in items})
+    found, X = vf.get(shas)
+    assert found.all() and len(vf) == len(shas)  # every picture once, nothing else
+    vf.close()
+    cached = dict(zip(shas, X))
     # A resumed run finds nothing left to do, and a single process agrees with the shards.
     again = embeddings.embed_to_cache(items, size=SIZE)
     assert again["embedded"] == 0
@@ -158,7 +159,7 @@ def test_distributed_embed_matches_a_single_process_and_only_rank_0_writes(demo_
         x = torch.from_numpy(np.stack([to_array(load_image(it.path), SIZE, b.mean, b.std) for it in some]))
         want = fresh(x).numpy()
     got = np.stack([cached[it.sha256] for it in some])
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)  # the cache keeps float16
 
 
 def test_training_data_is_read_from_disk_batch_by_batch(demo_home):

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 
 import numpy as np
 import pytest
 
-from dragonclf import config, features
+from dragonclf import config, embeddings, features
 from dragonclf.errors import DragonError
 from dragonclf.items import Item
 from dragonclf.predict import Predictor
 from ml_fixtures import SIZE, ml_home, photo_items  # noqa: F401 - fixture
 
 
-def _cached_rows() -> int:
-    with sqlite3.connect(config.cache_root() / "embeddings.sqlite") as con:
-        return con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+def cached_rows(backbone: str = "efficientnet_lite0") -> int:
+    vf = embeddings.vectors(backbone, SIZE)
+    try:
+        return len(vf)
+    finally:
+        vf.close()
 
 
 def test_embeddings_are_cached_and_resume_after_stop(ml_home):
@@ -30,17 +32,17 @@ def test_embeddings_are_cached_and_resume_after_stop(ml_home):
 
     with pytest.raises(features.Cancelled):
         features.embed(items, size=SIZE, batch_size=8, progress=progress, cancel=stop)
-    assert _cached_rows() == 8  # the finished batch was kept
+    assert cached_rows() == 8  # the finished batch was kept
     stop.clear()
     first = features.embed(items, size=SIZE, batch_size=8)
-    assert first.shape == (len(items), 1280) and _cached_rows() == len(items)
+    assert first.shape == (len(items), 1280) and cached_rows() == len(items)
     # Everything is cached now: even with Stop pressed nothing needs computing.
     stop.set()
     again = features.embed(items, size=SIZE, cancel=stop)
     np.testing.assert_array_equal(first, again)
     # The cache is per backbone and size.
     assert features.embed(items[:2], "mobilenet_v2", size=SIZE).shape == (2, 1280)
-    assert _cached_rows() == len(items) + 2
+    assert cached_rows() == len(items) and cached_rows("mobilenet_v2") == 2
 
 
 def test_linear_head_matches_scikit_learn(ml_home):
