@@ -2,8 +2,8 @@
 
 Layout and thin handlers only; dragonclf.clean finds the suspects and applies
 decisions (journalled in the store, so Undo/Redo work across sessions). The
-queue lives in a per-browser-session gr.State keyed by dataset and kind, so it
-survives switching tabs, labels or datasets and coming back.
+queues live in a per-browser-session gr.State holding a `clean_session.CleanSession`
+(keyed by dataset and kind), so they survive switching tabs, labels or datasets and coming back.
 
 Keys (when no text field has focus): 1-9 relabel to the Nth label, D trash,
 K keep, U undo, Shift+U or R redo, arrows previous/next. The key handler only
@@ -16,6 +16,7 @@ from __future__ import annotations
 import gradio as gr
 
 from dragonclf import clean, modelstore
+from dragonclf.clean_session import MODEL_KINDS, PAGE, CleanSession
 from dragonclf.errors import DragonError
 from dragonclf.store import Store
 from ui.common import download_dir, progress_adapter, servable, sweep, ui_errors
@@ -26,7 +27,6 @@ QUEUES = [("Likely mislabels", "mislabel"), ("Top losses (fine-tuned model)", "t
           ("Near-duplicates", "duplicate"), ("Label conflicts", "conflict"), ("Poor quality", "quality"),
           ("Trash", "trash"), ("Confusion-matrix cell", "cell")]
 DIGITS = 9
-GALLERY_MAX = 60  # a page: the browser gets one page of a queue at a time (gallery, table, selection)
 
 KEYS_JS = """
 if (!window.__dragonclfCleanKeys) {
@@ -54,86 +54,12 @@ if (!window.__dragonclfCleanKeys) {
 """
 
 
-# ---- session state: {"queues": {"<dataset>/<kind>": [suspect]}, "pos": {...}, "done": {dataset: {id: action}},
-#      "snapshot": {dataset: snapshot}, "edits": {dataset: n}, "trash": {dataset: (offset, total)}}
-# The trash queue holds one page of the store's trash (it can be the size of the dataset); other queues hold
-# their suspects, and the view sends the page the current card is on.
-
-def _new_state() -> dict:
-    return {"queues": {}, "pos": {}, "done": {}, "snapshot": {}, "edits": {}, "trash": {}}
-
-
-def _key(dataset: str, kind: str) -> str:
-    return f"{dataset}/{kind}"
-
-
-def _pending(state: dict, dataset: str, kind: str) -> list[dict]:
-    if kind == "trash":  # read from the store after every decision: it is what is in the trash now
-        return state["queues"].get(_key(dataset, kind), [])
-    done = state["done"].get(dataset, {})
-    return [s for s in state["queues"].get(_key(dataset, kind), []) if s["id"] not in done]
-
-
-def _current(state: dict, dataset: str, kind: str) -> dict | None:
-    items = _pending(state, dataset, kind)
-    if not items:
-        return None
-    pos = min(state["pos"].get(_key(dataset, kind), 0), len(items) - 1)
-    return items[pos]
+def _session(state: CleanSession | None) -> CleanSession:
+    return state if state is not None else CleanSession()
 
 
 def _store(dataset: str, action: str = "read") -> Store:
     return open_store(dataset, action)  # the permission check for the caller (ui/people.py)
-
-
-def _fill_trash(state: dict, dataset: str, offset: int | None = None) -> None:
-    """The page of the trash at `offset` (default: where the session is), newest first, read from the store."""
-    key = _key(dataset, "trash")
-    trash = state.setdefault("trash", {})
-    offset = trash.get(dataset, (0, 0))[0] if offset is None else offset
-    page = _store(dataset).page(status="trashed", offset=max(0, offset), limit=GALLERY_MAX)
-    trash[dataset] = (page.offset, page.total)
-    state["queues"][key] = clean.trash_suspects(page.rows)
-    state["pos"][key] = min(state["pos"].get(key, 0), max(0, len(page.rows) - 1))
-
-
-def _shown(state: dict, dataset: str, kind: str) -> tuple[list[dict], int, int]:
-    """The page the current card is on: (its suspects, offset of the first, size of the whole queue)."""
-    items = _pending(state, dataset, kind)
-    if kind == "trash":
-        offset, total = state.setdefault("trash", {}).get(dataset, (0, len(items)))
-        return items, offset, total
-    pos = min(state["pos"].get(_key(dataset, kind), 0), max(0, len(items) - 1))
-    start = pos // GALLERY_MAX * GALLERY_MAX
-    return items[start:start + GALLERY_MAX], start, len(items)
-
-
-def _fill(state: dict, dataset: str, kind: str, progress=None) -> str:
-    """Compute a queue (the trash view included); return a note for the person."""
-    store = _store(dataset)
-    if kind == "trash":
-        _fill_trash(state, dataset, 0)
-        state["pos"][_key(dataset, kind)] = 0
-        return ""
-    elif kind == "cell":
-        return "Pick an actual and a predicted label below and press Show cell."
-    else:
-        found = clean.find_suspects(store, [kind], progress=progress)
-        items, notes = found.items, found.notes
-        if found.snapshot is not None:
-            state["snapshot"][dataset] = found.snapshot
-            state["edits"][dataset] = 0
-    state["queues"][_key(dataset, kind)] = items
-    state["pos"][_key(dataset, kind)] = 0
-    state["done"].setdefault(dataset, {})
-    for s in items:  # a fresh pass supersedes earlier marks for these images
-        state["done"][dataset].pop(s["id"], None)
-    if kind == "top_loss" and not items:
-        model = clean.last_finetuned(dataset)
-        notes.append("No fine-tuned model yet: train one in the Train tab to see its top losses." if model is None
-                     else f"No top losses to review: the fine-tuned model {model['id']} gets every validation "
-                          "image right. (Evaluate's Top losses tab lists the highest losses even when right.)")
-    return " ".join(notes)
 
 
 # ---- rendering ------------------------------------------------------------------
@@ -153,15 +79,15 @@ def _card(s: dict | None, n_left: int, labels: list[str]) -> str:
 def _page_note(start: int, shown: int, total: int) -> str:
     if total <= shown:
         return ""
-    pages = -(-total // GALLERY_MAX)
-    return f" · showing {start + 1}-{start + shown} of {total} (page {start // GALLERY_MAX + 1} of {pages})"
+    pages = -(-total // PAGE)
+    return f" · showing {start + 1}-{start + shown} of {total} (page {start // PAGE + 1} of {pages})"
 
 
-def _view(state: dict, dataset: str, kind: str, message: str = ""):
-    """Every output the tab shows, from the session state."""
+def _view(session: CleanSession, dataset: str, kind: str, message: str = ""):
+    """Every output the tab shows, from the session."""
     labels = [lab.display for lab in _store(dataset).labels()] if dataset else []
-    items, start, total = _shown(state, dataset, kind) if dataset else ([], 0, 0)
-    cur = _current(state, dataset, kind) if dataset else None
+    items, start, total = session.shown(dataset, kind) if dataset else ([], 0, 0)
+    cur = session.current(dataset, kind) if dataset else None
     gallery = []
     for s in items:
         try:
@@ -179,52 +105,45 @@ def _view(state: dict, dataset: str, kind: str, message: str = ""):
     queue = [{k: s[k] for k in ("id", "label", "suggested", "score", "reason", "action", "group", "source")}
              for s in items]
     choices = [(f"{s['id']} ({s['label']})", s["id"]) for s in items]
-    edits = state["edits"].get(dataset, 0)
+    edits = session.edits_since_pass(dataset)
     refit_hint = f"{edits} edits since the last pass: **Refit quick model** shows what changed." if edits else ""
-    counts = ", ".join(f"{_shown(state, dataset, k)[2]} {name.lower()}" for name, k in QUEUES
-                       if _key(dataset, k) in state["queues"])
+    counts = ", ".join(f"{session.size(dataset, k)} {name.lower()}" for name, k in QUEUES if session.has(dataset, k))
     summary = f"{dataset}: {counts}" if counts else "Press **Find suspects**."
     target = gr.update(choices=labels)
     summary += _page_note(start, len(items), total)
-    return (state, gallery, image, _card(cur, total, labels), queue,
+    return (session, gallery, image, _card(cur, total, labels), queue,
             gr.update(choices=choices, value=[]), "\n\n".join(x for x in (message, refit_hint) if x), summary, target)
 
 
 # ---- handlers -------------------------------------------------------------------
 
 @ui_errors(say=6, of=9)
-def find(dataset: str, kind: str, state: dict | None, progress=gr.Progress()):
-    state = state or _new_state()
-    note = _fill(state, dataset, kind, progress_adapter(progress))
-    return _view(state, dataset, kind, note)
+def find(dataset: str, kind: str, state: CleanSession | None, progress=gr.Progress()):
+    session = _session(state)
+    note = session.find(_store(dataset), dataset, kind, progress_adapter(progress))
+    return _view(session, dataset, kind, note)
 
 
 @ui_errors(say=6, of=9)
-def show(dataset: str, kind: str, state: dict | None):
+def show(dataset: str, kind: str, state: CleanSession | None):
     """Switch queue or dataset: show what the session has, computing only queues not seen yet."""
-    state = state or _new_state()
+    session = _session(state)
     note = ""
-    if dataset and _key(dataset, kind) not in state["queues"] and kind not in ("mislabel", "top_loss", "cell"):
-        note = _fill(state, dataset, kind)  # cheap kinds fill at once; model-based ones wait for the button
-    return _view(state, dataset, kind, note)
+    if dataset and not session.has(dataset, kind) and kind not in MODEL_KINDS:
+        note = session.find(_store(dataset), dataset, kind)  # cheap kinds fill at once; model-based ones wait
+    return _view(session, dataset, kind, note)
 
 
-def _decide(state, dataset, kind, ids, action, label=None, create=False):
+def _decide(session: CleanSession, dataset, kind, ids, action, label=None, create=False):
     store = _store(dataset, "edit")
     res = clean.decide(store, ids, action, label, create_label=bool(create), actor=me().id)
-    done = state["done"].setdefault(dataset, {})
-    for i in res.changed + res.unchanged:
-        done[i] = action
-    if res.changed:
-        state["edits"][dataset] = state["edits"].get(dataset, 0) + 1
-    if _key(dataset, "trash") in state["queues"]:
-        _fill_trash(state, dataset)  # restored pictures leave the page, trashed ones join the trash
-    return _view(state, dataset, kind, clean.describe(res, action))
+    session.decided(store, dataset, res, action)
+    return _view(session, dataset, kind, clean.describe(res, action))
 
 
-def _current_or_error(state, dataset, kind) -> dict:
+def _current_or_error(session: CleanSession, dataset, kind) -> dict:
     _store(dataset, "edit")  # the caller may edit this dataset, before anything else is said
-    cur = _current(state, dataset, kind)
+    cur = session.current(dataset, kind)
     if cur is None:
         raise DragonError("No image selected: this queue is empty. Press Find suspects.")
     return cur
@@ -232,11 +151,11 @@ def _current_or_error(state, dataset, kind) -> dict:
 
 def _act(action):
     @ui_errors(say=6, of=9)
-    def handler(dataset: str, kind: str, target: str, create: bool, state: dict | None):
-        state = state or _new_state()
-        cur = _current_or_error(state, dataset, kind)
+    def handler(dataset: str, kind: str, target: str, create: bool, state: CleanSession | None):
+        session = _session(state)
+        cur = _current_or_error(session, dataset, kind)
         label = (target or cur["suggested"]) if action == "relabel" else None
-        return _decide(state, dataset, kind, [cur["id"]], action, label, create)
+        return _decide(session, dataset, kind, [cur["id"]], action, label, create)
 
     handler.__name__ = f"act_{action}"
     return handler
@@ -244,129 +163,90 @@ def _act(action):
 
 def _digit(n: int):
     @ui_errors(say=6, of=9)
-    def handler(dataset: str, kind: str, state: dict | None):
-        state = state or _new_state()
+    def handler(dataset: str, kind: str, state: CleanSession | None):
+        session = _session(state)
         labels = [lab.display for lab in _store(dataset).labels()]
         if n > len(labels):
             raise DragonError(f"There is no label number {n}: this dataset has {len(labels)}.")
-        cur = _current_or_error(state, dataset, kind)
-        return _decide(state, dataset, kind, [cur["id"]], "relabel", labels[n - 1])
+        cur = _current_or_error(session, dataset, kind)
+        return _decide(session, dataset, kind, [cur["id"]], "relabel", labels[n - 1])
 
     handler.__name__ = f"relabel_to_{n}"
     return handler
 
 
-@ui_errors(say=6, of=9)
-def bulk(action: str, dataset: str, kind: str, selection: list[str], target: str, create: bool, state: dict | None):
-    state = state or _new_state()
-    return _decide(state, dataset, kind, list(selection or []), action, target, create)
-
-
-@ui_errors(say=6, of=9)
-def trash_cluster(dataset: str, kind: str, state: dict | None):
-    """Trash every image of the current card's duplicate cluster except the copy suggested to stay."""
-    state = state or _new_state()
-    cur = _current_or_error(state, dataset, kind)
-    if not cur["group"]:
-        raise DragonError("This card is not part of a duplicate cluster; open the Near-duplicates queue.")
-    ids = [s["id"] for s in _pending(state, dataset, kind) if s["group"] == cur["group"] and s["action"] == "trash"]
-    return _decide(state, dataset, kind, ids, "trash")
-
-
-@ui_errors(say=6, of=9)
-def move(step: int, dataset: str, kind: str, state: dict | None):
-    state = state or _new_state()
-    n = len(_pending(state, dataset, kind))
-    if n:
-        k = _key(dataset, kind)
-        state["pos"][k] = (min(state["pos"].get(k, 0), n - 1) + step) % n
-    return _view(state, dataset, kind)
-
-
-@ui_errors(say=6, of=9)
-def page_move(step: int, dataset: str, kind: str, state: dict | None):
-    """The previous or next page of the queue (its first card becomes the current one)."""
-    state = state or _new_state()
-    k = _key(dataset, kind)
-    if kind == "trash":
-        offset, _total = state.setdefault("trash", {}).get(dataset, (0, 0))
-        _fill_trash(state, dataset, offset + step * GALLERY_MAX)
-        state["pos"][k] = 0
-    else:
-        n = len(_pending(state, dataset, kind))
-        start = min(state["pos"].get(k, 0), max(0, n - 1)) // GALLERY_MAX * GALLERY_MAX
-        state["pos"][k] = min(max(0, start + step * GALLERY_MAX), max(0, n - 1)) // GALLERY_MAX * GALLERY_MAX
-    return _view(state, dataset, kind)
-
-
-@ui_errors(say=6, of=9)
-def pick(dataset: str, kind: str, state: dict | None, evt: gr.SelectData):
-    state = state or _new_state()
-    start = 0 if kind == "trash" else _shown(state, dataset, kind)[1]
-    state["pos"][_key(dataset, kind)] = start + int(evt.index)
-    return _view(state, dataset, kind)
-
-
-def _stepper(fn, step: int):
-    """A handler for `fn(step, ...)` (a named function, so Gradio gives it the caller)."""
-    @ui_errors(say=6, of=9)
-    def handler(dataset: str, kind: str, state: dict | None):
-        return fn(step, dataset, kind, state)
-
-    handler.__name__ = f"{fn.__name__}_{'next' if step > 0 else 'prev'}"
-    return handler
-
-
 def _bulk(action: str):
     @ui_errors(say=6, of=9)
-    def handler(dataset: str, kind: str, selection: list[str], target: str, create: bool, state: dict | None):
-        return bulk(action, dataset, kind, selection, target, create, state)
+    def handler(dataset: str, kind: str, selection: list[str], target: str, create: bool, state: CleanSession | None):
+        return _decide(_session(state), dataset, kind, list(selection or []), action, target, create)
 
     handler.__name__ = f"bulk_{action}"
     return handler
 
 
+@ui_errors(say=6, of=9)
+def trash_cluster(dataset: str, kind: str, state: CleanSession | None):
+    """Trash every image of the current card's duplicate cluster except the copy suggested to stay."""
+    session = _session(state)
+    cur = _current_or_error(session, dataset, kind)
+    if not cur["group"]:
+        raise DragonError("This card is not part of a duplicate cluster; open the Near-duplicates queue.")
+    return _decide(session, dataset, kind, session.cluster(dataset, kind, cur["group"]), "trash")
+
+
+def _stepper(step: int, pages: bool = False):
+    """Previous/next card, or previous/next page (a named handler, so Gradio gives it the caller)."""
+    @ui_errors(say=6, of=9)
+    def handler(dataset: str, kind: str, state: CleanSession | None):
+        session = _session(state)
+        if pages:  # the trash's pages are read from the store
+            session.turn_page(_store(dataset) if kind == "trash" else None, dataset, kind, step)
+        else:
+            session.move(dataset, kind, step)
+        return _view(session, dataset, kind)
+
+    handler.__name__ = f"{'page_move' if pages else 'move'}_{'next' if step > 0 else 'prev'}"
+    return handler
+
+
+@ui_errors(say=6, of=9)
+def pick(dataset: str, kind: str, state: CleanSession | None, evt: gr.SelectData):
+    session = _session(state)
+    session.select(dataset, kind, int(evt.index))
+    return _view(session, dataset, kind)
+
+
 def _walk(undo: bool):
     @ui_errors(say=6, of=9)
-    def handler(dataset: str, kind: str, state: dict | None):
-        state = state or _new_state()
+    def handler(dataset: str, kind: str, state: CleanSession | None):
+        session = _session(state)
         store = _store(dataset, "edit")
         res = store.undo(actor=me().id) if undo else store.redo(actor=me().id)  # the caller's own changes
-        done = state["done"].setdefault(dataset, {})
-        for i in res.changed:  # undone: back in the queue; redone: out again
-            if undo:
-                done.pop(i, None)
-            else:
-                done[i] = "redo"
-        state["edits"][dataset] = state["edits"].get(dataset, 0) + 1
-        if _key(dataset, "trash") in state["queues"]:
-            _fill_trash(state, dataset)
-        return _view(state, dataset, kind, clean.describe(res, "undo" if undo else "redo"))
+        session.walked(store, dataset, res, undo)
+        return _view(session, dataset, kind, clean.describe(res, "undo" if undo else "redo"))
 
     handler.__name__ = "undo" if undo else "redo"
     return handler
 
 
 @ui_errors(say=6, of=9)
-def empty_trash(dataset: str, confirm: bool, kind: str, state: dict | None):
-    state = state or _new_state()
+def empty_trash(dataset: str, confirm: bool, kind: str, state: CleanSession | None):
+    session = _session(state)
     store = _store(dataset, "destroy")
     n = store.count(status="trashed")
     if not confirm:
         raise DragonError(f"Emptying the trash deletes {n} images for good (no undo). Tick 'Yes, delete them' first.")
     deleted = store.empty_trash()
     sweep()  # their served copies go too: deleted means gone
-    _fill_trash(state, dataset, 0)
-    return _view(state, dataset, kind, f"Deleted {deleted} images for good.")
+    session.fill_trash(store, dataset, 0)
+    return _view(session, dataset, kind, f"Deleted {deleted} images for good.")
 
 
 @ui_errors(say=1, of=3)
-def refit(dataset: str, state: dict | None, progress=gr.Progress()):
-    state = state or _new_state()
-    store = _store(dataset)
-    report = clean.refit_after_edits(store, state["snapshot"].get(dataset), progress=progress_adapter(progress))
-    state["snapshot"][dataset] = report.pop("snapshot")
-    state["edits"][dataset] = 0
+def refit(dataset: str, state: CleanSession | None, progress=gr.Progress()):
+    session = _session(state)
+    report = clean.refit_after_edits(_store(dataset), session.snapshot(dataset), progress=progress_adapter(progress))
+    session.refitted(dataset, report.pop("snapshot"))
     before = report["accuracy_before"]
     lines = [f"Quick model (cross-validated over {report['n_images']} images): accuracy "
              + (f"{before:.1%} → " if before is not None else "")
@@ -379,7 +259,7 @@ def refit(dataset: str, state: dict | None, progress=gr.Progress()):
         lines += [f"- `{f['id']}` ({f['label']}): {f['before']} → {f['after']}" for f in report["flipped"][:20]]
     else:
         lines.append("No prediction changed.")
-    return state, "\n".join(lines), report
+    return session, "\n".join(lines), report
 
 
 @ui_errors
@@ -399,19 +279,17 @@ def cell_labels(dataset: str, model: str):
 
 
 @ui_errors(say=6, of=10)
-def show_cell(dataset: str, model: str, actual: str, predicted: str, state: dict | None):
-    state = state or _new_state()
+def show_cell(dataset: str, model: str, actual: str, predicted: str, state: CleanSession | None):
+    session = _session(state)
     if not model:
         raise DragonError("No model for this dataset yet: train one in the Train tab first.")
     if not actual or not predicted:
         raise DragonError("Pick the actual and the predicted label.")
     store = _store(dataset)
     items = clean.cell_images(store, modelstore.resolve(model, store.name), actual, predicted)
-    state["queues"][_key(dataset, "cell")] = items
-    state["pos"][_key(dataset, "cell")] = 0
-    for s in items:
-        state["done"].setdefault(dataset, {}).pop(s["id"], None)
-    return _view(state, dataset, "cell", f"{len(items)} images: actual {actual!r}, predicted {predicted!r}.") + ("cell",)
+    session.set_queue(dataset, "cell", items)
+    message = f"{len(items)} images: actual {actual!r}, predicted {predicted!r}."
+    return _view(session, dataset, "cell", message) + ("cell",)
 
 
 @ui_errors
@@ -487,10 +365,10 @@ def build(bar) -> None:
     kind.change(show, common, outs, api_name="queue")
     ds.change(show, common, outs, api_visibility="private")
     gallery.select(pick, common, outs, api_name="select")
-    prev_btn.click(_stepper(move, -1), common, outs, api_name="prev")
-    next_btn.click(_stepper(move, 1), common, outs, api_name="next")
-    page_prev_btn.click(_stepper(page_move, -1), common, outs, api_name="prev_page")
-    page_next_btn.click(_stepper(page_move, 1), common, outs, api_name="next_page")
+    prev_btn.click(_stepper(-1), common, outs, api_name="prev")
+    next_btn.click(_stepper(1), common, outs, api_name="next")
+    page_prev_btn.click(_stepper(-1, pages=True), common, outs, api_name="prev_page")
+    page_next_btn.click(_stepper(1, pages=True), common, outs, api_name="next_page")
     act_inputs = [ds, kind, target, create, state]
     for action, btn in (("relabel", relabel_btn), ("trash", trash_btn), ("keep", keep_btn), ("restore", restore_btn)):
         bar.refresh_after(btn.click(_act(action), act_inputs, outs, api_name=action))
