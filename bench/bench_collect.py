@@ -144,7 +144,7 @@ def run_ours(urls, work: Path, n: int = 0) -> dict:
     by_path = {str(r.path): r.source for r in store.images()}
     folder = store.root / store.label("photos").folder
     bad = bad_files(folder, lambda f: by_path.get(str(f)) in bad_sources or str(f) not in by_path)
-    return {"seconds": seconds, "usable": report.stored - bad, "files": len(list(folder.glob("*"))),
+    return {"seconds": seconds, "usable": report.added - bad, "files": len(list(folder.glob("*"))),
             "bad_files": bad, "refused": dict(report.refused), "duplicates": report.duplicates}
 
 

@@ -32,6 +32,7 @@ from dragonclf.download import FetchConfig, Fetcher, FetchResult, normalise_url
 from dragonclf.errors import DragonError, Refused
 from dragonclf.names import NameClash
 from dragonclf.search import Filters, SearchEngine, SearchResult, query_variations, search_images
+from dragonclf.store import Tally
 
 # Refusals that may not happen next time: not recorded, so a rerun tries again.
 RETRYABLE = {"timeout", "deadline", "connection-reset", "connect-failed", "dns-timeout", "dns-failed",
@@ -57,12 +58,10 @@ class CollectItem:
 
 
 @dataclass
-class CollectReport:
+class CollectReport(Tally):
+    """One class's collect: the tally (`added` is what the CLI and the UI call "stored"), and more."""
+
     label: str
-    stored: int = 0
-    duplicates: int = 0  # same pixels already stored under this label, or the same URL twice
-    conflicts: int = 0  # same pixels already stored under another label
-    refused: Counter = field(default_factory=Counter)  # reason slug -> count
     skipped: int = 0  # finished in an earlier run: not fetched again
     unfinished: int = 0  # stopped before they finished: a rerun fetches them
     cancelled: bool = False
@@ -73,16 +72,10 @@ class CollectReport:
     items: list[CollectItem] = field(default_factory=list)
     error: str | None = None  # collect_classes: why this class stopped (a search that failed); the next goes on
 
-    def tally(self, outcome: str, reason: str | None = None) -> None:
-        """Count one stored-or-refused outcome (added, duplicate, conflict, refused)."""
-        if outcome == "added":
-            self.stored += 1
-        elif outcome == "duplicate":
-            self.duplicates += 1
-        elif outcome == "conflict":
-            self.conflicts += 1
-        elif outcome == "refused":
-            self.refused[reason or "unreadable"] += 1
+    @property
+    def stored(self) -> int:
+        """The pictures stored: the tally's `added`, in the word the CLI and the Collect tab use."""
+        return self.added
 
     def as_dict(self, items: bool = False) -> dict:
         """The CLI's --json shape (plus `skipped`, `unfinished`, `cancelled`, `notes`).
@@ -90,7 +83,7 @@ class CollectReport:
         The issue's five keys are always there with fixed types: stored, duplicates and
         conflicts ints, refused {reason: int}, seconds a float.
         """
-        d = {"stored": int(self.stored), "duplicates": int(self.duplicates), "conflicts": int(self.conflicts),
+        d = {"stored": int(self.added), "duplicates": int(self.duplicates), "conflicts": int(self.conflicts),
              "refused": {str(k): int(v) for k, v in sorted(self.refused.items())},
              "seconds": round(float(self.seconds), 2),
              "skipped": self.skipped, "unfinished": self.unfinished, "cancelled": self.cancelled,
@@ -214,11 +207,11 @@ def _candidates(raw, report: CollectReport, finish) -> list[_Candidate]:
         try:
             key = normalise_url(url)
         except Refused as r:
-            report.refused[r.reason] += 1
+            report.tally("refused", r.reason)
             finish(CollectItem(url.strip(), "refused", r.reason, r.detail, **_meta_of(meta)))
             continue
         if key in seen:
-            report.duplicates += 1
+            report.tally("duplicate")
             finish(CollectItem(key, "duplicate", "same-url", "the same URL appears twice", **_meta_of(meta)))
             continue
         seen.add(key)
@@ -249,9 +242,9 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
 
     def say():
         refused = sum(report.refused.values())
-        frac = max(done / len(todo), report.stored / target) if target else 1.0
+        frac = max(done / len(todo), report.added / target) if target else 1.0
         progress(0.05 + 0.95 * min(1.0, frac),
-                 f"{label}: {done}/{len(todo)} done, {report.stored} stored, {refused} refused")
+                 f"{label}: {done}/{len(todo)} done, {report.added} stored, {refused} refused")
 
     def ingest(c: _Candidate, result: FetchResult) -> None:
         prov = _provenance(c, result, filters)
@@ -264,12 +257,12 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
                 report.cancelled = True
             # Never more ingests running than images still wanted, so we store exactly `target`;
             # bodies fetched beyond that wait as spares in case an ingest is refused or a duplicate.
-            while spare and not stop.is_set() and report.stored + len(ingesting) < target:
+            while spare and not stop.is_set() and report.added + len(ingesting) < target:
                 ingest(*spare.pop(0))
             # Fetch a little ahead of what is still wanted (some will be refused), not a whole pool.
-            wanted = max(1, math.ceil((target - report.stored) * 1.25))
+            wanted = max(1, math.ceil((target - report.added) * 1.25))
             room = min(cfg.workers, wanted) - len(fetching) - len(ingesting) - len(spare)
-            while room > 0 and not exhausted and not stop.is_set() and report.stored < target:
+            while room > 0 and not exhausted and not stop.is_set() and report.added < target:
                 c = next(queue, None)
                 if c is None:
                     exhausted = True
@@ -286,7 +279,7 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
                     if not result.ok or stop.is_set():
                         done += 1
                         _record_fetch_failure(store, c, result, report, finish)
-                    elif report.stored + len(ingesting) < target:
+                    elif report.added + len(ingesting) < target:
                         ingest(c, result)
                     else:
                         spare.append((c, result))
@@ -303,7 +296,7 @@ def _run(store, label, todo, target, report, finish, filters, progress, cancel, 
         # never started, or fetched but not stored: the next run fetches them
         report.unfinished += sum(1 for _ in queue) + len(spare)
     # Spares left once the target is met are simply not needed: unrecorded, a later run may use them.
-    progress(1.0, f"{label}: {report.stored} stored, {report.duplicates} duplicates, "
+    progress(1.0, f"{label}: {report.added} stored, {report.duplicates} duplicates, "
                   f"{report.conflicts} conflicts, {sum(report.refused.values())} refused")
 
 
@@ -322,7 +315,7 @@ def _record_fetch_failure(store, c, result: FetchResult, report, finish) -> None
         finish(CollectItem(c.url, "unfinished", "cancelled", "stopped before this image finished",
                            seconds=result.seconds, **_meta(c)))
         return
-    report.refused[result.reason] += 1
+    report.tally("refused", result.reason)
     if result.reason not in RETRYABLE and not result.reason.startswith("http-5"):
         store.mark_url(c.url, "refused", result.reason)
     finish(CollectItem(c.url, "refused", result.reason, result.detail, seconds=result.seconds, **_meta(c)))

@@ -22,7 +22,7 @@ from dragonclf.config import IngestConfig
 from dragonclf.errors import DragonError
 from dragonclf.layout import PROVENANCE_KEYS
 from dragonclf.names import NameClash, clean_display, is_doc
-from dragonclf.store import IngestResult, Label, Store
+from dragonclf.store import IngestResult, Label, Store, Tally
 
 ZIP_MAX_TOTAL = 4 * 1024**3  # declared uncompressed size of a whole zip
 ZIP_MAX_RATIO = 200  # compressed -> uncompressed; real photos hardly compress at all
@@ -60,24 +60,20 @@ def zip_declared_entries(path: Path) -> int | None:
 
 
 @dataclass
-class ImportReport:
-    added: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    rejected: Counter = field(default_factory=Counter)
+class ImportReport(Tally):
+    """An import's tally (its JSON calls the refused "rejected"), what became of each file, and notes."""
+
     items: list[dict] = field(default_factory=list)  # one per file: source, label, outcome, reason
     ignored: list[str] = field(default_factory=list)  # documentation beside the images (README, manifest.csv), hidden files
     messages: list[str] = field(default_factory=list)  # sentences for people, once each (e.g. two folders, one label)
 
+    @property
+    def rejected(self) -> Counter:
+        """The tally's `refused`, in the word an import's report uses."""
+        return self.refused
+
     def count(self, source: str, label: str | None, res: IngestResult) -> None:
-        if res.outcome == "added":
-            self.added += 1
-        elif res.outcome == "duplicate":
-            self.duplicates += 1
-        elif res.outcome == "conflict":
-            self.conflicts += 1
-        else:
-            self.rejected[res.reason] += 1
+        self.tally(res.outcome, res.reason)
         self.items.append({"source": source, "label": label, "outcome": res.outcome, "reason": res.reason,
                            "detail": res.detail, "id": res.image_id})
 
@@ -90,12 +86,12 @@ class ImportReport:
 
     def as_dict(self) -> dict:
         return {"added": self.added, "duplicates": self.duplicates, "conflicts": self.conflicts,
-                "rejected": dict(sorted(self.rejected.items()))}
+                "rejected": dict(sorted(self.refused.items()))}
 
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.duplicates} duplicates", f"{self.conflicts} label conflicts"]
-        if self.rejected:
-            parts.append("refused: " + ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items())))
+        if self.refused:
+            parts.append("refused: " + ", ".join(f"{n} {r}" for r, n in sorted(self.refused.items())))
         if self.ignored:
             parts.append(f"not images, left out: {', '.join(self.ignored)}")
         return "; ".join(parts + self.messages)

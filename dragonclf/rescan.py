@@ -15,6 +15,7 @@ from dragonclf.errors import DragonError
 from dragonclf.journal import TRASH
 from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS
 from dragonclf.names import is_doc
+from dragonclf.store_ingest import Tally
 
 
 class Rescan:
@@ -85,6 +86,7 @@ class Rescan:
         """
         report = {"adopted": 0, "duplicates": 0, "conflicts": 0, "rejected": {}, "missing": [], "moved": 0,
                   "new_labels": [], "unknown_files": [], "found": []}
+        tally = Tally()  # what became of the files adopted
         known = {r[0] for r in self._db.execute("SELECT id FROM images WHERE status != 'missing'")}
         missing = {r[0]: r[1] for r in self._db.execute("SELECT id, sha256 FROM images WHERE status='missing'")}
         label_by_folder = {lab.folder: lab for lab in self.labels()}
@@ -123,18 +125,15 @@ class Rescan:
                 try:
                     lab = self.add_label(d.name)
                 except DragonError as e:
-                    report["rejected"]["bad-label-name"] = report["rejected"].get("bad-label-name", 0) + len(loose)
+                    tally.refused["bad-label-name"] += len(loose)
                     report.setdefault("messages", []).append(str(e))
                     continue
                 report["new_labels"].append(lab.display)
             for p in loose:
-                outcome = self.adopt_file(p, lab.display)
-                key = {"added": "adopted", "duplicate": "duplicates", "conflict": "conflicts"}.get(outcome.outcome)
-                if key:
-                    report[key] += 1
-                else:
-                    report["rejected"][outcome.reason] = report["rejected"].get(outcome.reason, 0) + 1
-        report["found"] = sorted(back)
+                adopted = self.adopt_file(p, lab.display)
+                tally.tally(adopted.outcome, adopted.reason)
+        report.update(adopted=tally.added, duplicates=tally.duplicates, conflicts=tally.conflicts,
+                      rejected=dict(tally.refused), found=sorted(back))
         if repair and back:
             with self._tx() as db:
                 batch = self._next_batch(db)

@@ -37,7 +37,7 @@ from dragonclf.layout import MANIFEST_CSV, PROVENANCE_KEYS  # noqa: F401 - re-ex
 from dragonclf.names import NameClash, check_dataset_name, clash_message, clean_display, folder_for
 from dragonclf.rescan import Rescan
 from dragonclf.store_files import StoreFiles
-from dragonclf.store_ingest import Adding, IngestResult, Label  # noqa: F401 - IngestResult re-exported
+from dragonclf.store_ingest import Adding, IngestResult, Label, Tally  # noqa: F401 - re-exported
 from dragonclf.store_queries import PAGE_INDEXES, Page, Queries  # noqa: F401 - Page re-exported
 
 MANIFEST = "manifest.sqlite"

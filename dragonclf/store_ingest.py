@@ -14,7 +14,8 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dragonclf import phash_index, split_keys
@@ -40,6 +41,28 @@ class IngestResult:
     detail: str | None = None  # a sentence for people
     notes: tuple[str, ...] = ()
     path: Path | None = None  # where the picture is stored (added, duplicate, conflict); None when refused
+
+
+@dataclass(kw_only=True)
+class Tally:
+    """What became of pictures offered to a store, counted: the one tally collect, import and rescan keep."""
+
+    added: int = 0
+    duplicates: int = 0  # the same pixels already stored under that label (a collect: or the same URL twice)
+    conflicts: int = 0  # the same pixels already stored under another label
+    refused: Counter = field(default_factory=Counter)  # reason slug -> count
+
+    def tally(self, outcome: str, reason: str | None = None) -> None:
+        """Count one outcome (added, duplicate, conflict, refused); others (a collect's skipped,
+        unfinished) are not counted here."""
+        if outcome == "added":
+            self.added += 1
+        elif outcome == "duplicate":
+            self.duplicates += 1
+        elif outcome == "conflict":
+            self.conflicts += 1
+        elif outcome == "refused":
+            self.refused[reason or "unreadable"] += 1
 
 
 class Adding:

@@ -110,7 +110,7 @@ def _summary(reports, running: str | None) -> str:
             rows.append(f"| {r.label} | ⚠️ not collected (see below) | | | |")
             continue
         refused = ", ".join(f"{n} {k}" for k, n in sorted(r.refused.items())) or "0"
-        rows.append(f"| {r.label} | {r.stored} | {r.duplicates} | {r.conflicts} | {refused} |")
+        rows.append(f"| {r.label} | {r.added} | {r.duplicates} | {r.conflicts} | {refused} |")
     total = combine(reports) if reports else None
     head = f"Collecting **{running}**…" if running else ("Stopped." if total and total["cancelled"] else "Done.")
     if total and running:

@@ -96,7 +96,7 @@ def cmd_collect(a) -> int:
 
 def _summary(report) -> str:
     refused = ", ".join(f"{n} {reason}" for reason, n in report.refused.most_common()) or "none"
-    lines = [f"{report.label}: stored {report.stored}, duplicates {report.duplicates}, "
+    lines = [f"{report.label}: stored {report.added}, duplicates {report.duplicates}, "
              f"conflicts {report.conflicts}, skipped (earlier run) {report.skipped} in {report.seconds:.1f} s",
              f"refused: {refused}"]
     if report.cached:
