@@ -20,7 +20,7 @@ from dragonclf.modelstore import TrainResult
 from dragonclf.progress import Cancelled, report
 
 __all__ = ["Cancelled", "LinearHead", "OutOfFold", "embed", "fit_head", "fit_quick", "head_module",
-           "out_of_fold_probs", "warm_head", "warm_heads"]  # embed, Cancelled: the cache's, re-exported
+           "int8_accuracy", "out_of_fold_probs", "warm_head", "warm_heads"]  # embed, Cancelled: the cache's, re-exported
 
 
 # ---- the linear head -------------------------------------------------------
@@ -40,6 +40,9 @@ class LinearHead:
         return e / e.sum(axis=1, keepdims=True)
 
 
+SMALL_FIT = 20_000  # rows below which a head is fitted with one BLAS thread
+
+
 def fit_head(X: np.ndarray, y: list[str], labels: list[str], C: float = 1.0) -> LinearHead:
     """Logistic regression on standardised embeddings, as one linear layer over `labels`.
 
@@ -49,9 +52,15 @@ def fit_head(X: np.ndarray, y: list[str], labels: list[str], C: float = 1.0) -> 
     Labels absent from `y` (possible in a cross-validation fold) get a
     bias so low that their probability is ~0.
     """
+    from threadpoolctl import threadpool_limits
+
     present = sorted(set(y))
     mu, sd = X.mean(axis=0), X.std(axis=0) + 1e-6
-    coef, icpt = _logistic((X - mu) / sd, np.array([present.index(v) for v in y]), len(present), C)
+    # Up to a few thousand rows these are small matrix products, which BLAS threads only slow down (they
+    # wait on each other and spin against other processes): on the hard set's 161 x 1,280 embeddings the
+    # fit took 0.09 s on one thread and 0.97 s on two, the machine shared (bench/RESULTS.md).
+    with threadpool_limits(1 if len(X) < SMALL_FIT else None, user_api="blas"):
+        coef, icpt = _logistic((X - mu) / sd, np.array([present.index(v) for v in y]), len(present), C)
     if len(present) == 2:  # one row for two classes: softmax([0, z]) == sigmoid(z)
         coef = np.vstack([np.zeros_like(coef), coef])
         icpt = np.array([0.0, icpt[0]])
@@ -215,8 +224,7 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
                 try:
                     onnxbody.write_quick_variant(backbone, size, head.weight, head.bias, tmp / quantize.INT8_FILE,
                                                  True)
-                    a8 = quantize.accuracy(tmp / quantize.INT8_FILE, [it.path for it in valid],
-                                           [it.label for it in valid], labels, size, b.mean, b.std)
+                    a8 = int8_accuracy(head, valid, backbone, size)
                     more["variant"] = quantize.pick(metrics["accuracy"] if valid else float("nan"), a8)
                 except DragonError as e:
                     more["variant"] = {"onnx": "model.onnx", "variant": "float32", "why": str(e),
@@ -234,6 +242,25 @@ def fit_quick(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, dataset
     report(progress, 1.0, f"Quick model: accuracy {metrics['accuracy']:.3f}")
     return TrainResult(model_dir=model_dir, dataset=name, backbone=backbone, mode="quick", metrics=metrics,
                        history=[], seconds=time.perf_counter() - t0, warnings=warnings)
+
+
+def int8_accuracy(head: LinearHead, valid, backbone: str, size: int, chunk: int = 64) -> float:
+    """Accuracy on `valid` (items) of model.int8.onnx as `onnxbody.write_quick_variant` writes it: the int8
+    body's embeddings through `head` (the same arithmetic as the graph, on the body's session, which a
+    process makes once, in chunks, so memory stays flat)."""
+    from dragonclf import onnxbody
+    from dragonclf.preprocess import to_batch
+
+    if not valid:
+        return float("nan")
+    b = backbones.get_backbone(backbone)
+    body = onnxbody.get_body(backbone, size, int8=True)
+    right = 0
+    for i in range(0, len(valid), chunk):
+        part = valid[i:i + chunk]
+        guess = head.probs(body(to_batch([it.path for it in part], size, b.mean, b.std))).argmax(axis=1)
+        right += sum(head.labels[g] == it.label for g, it in zip(guess, part))
+    return right / len(valid)
 
 
 def warm_head(items, labels: list[str], backbone: str, size: int, cancel=None) -> LinearHead:

@@ -8,8 +8,9 @@ this step alone needs torch), and from then on:
 
 - `OrtBody(backbone, size)(batch)` embeds a preprocessed batch with ONNX Runtime;
 - `write_quick_model(backbone, size, weight, bias, path)` appends the quick
-  model's linear head and a softmax to a copy of the body graph, which gives
-  the same model.onnx (image -> probabilities) as exporting the torch modules.
+  model's linear head and a softmax to a copy of the body graph (`onnx_head`,
+  on the file's bytes), which gives the same model.onnx (image ->
+  probabilities) as exporting the torch modules.
 
 The embeddings agree with torch's to ~1e-5 (float32 rounding), so the cache
 may mix both.
@@ -27,7 +28,7 @@ import numpy as np
 from dragonclf import config
 
 _lock = threading.Lock()
-_sessions: dict[tuple[str, int], "OrtBody"] = {}
+_sessions: dict[tuple[str, int, bool], "OrtBody"] = {}
 
 
 def body_path(backbone: str, size: int) -> Path:
@@ -86,25 +87,61 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-class OrtBody:
-    """Embeds (N, 3, size, size) float32 batches: (N, features)."""
+MINI_BATCH = 4  # images per run of the body on a CPU (see OrtBody)
 
-    def __init__(self, backbone: str, size: int, threads: int | None = None):
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class OrtBody:
+    """Embeds (N, 3, size, size) float32 batches: (N, features).
+
+    On a CPU a batch runs as mini-batches of `MINI_BATCH` images on single-threaded
+    runs, one per core at a time (one session: ONNX Runtime runs it from several
+    threads at once). Measured on the 2-core machine (bench/RESULTS.md, "Quick path
+    profile"): 10.3 ms of CPU per image this way against 14.0 ms for batches of 32
+    over the session's own thread pool (32 images' activations do not stay in the
+    cache), and about 25% less wall time. `threads` (a worker of `embed_pool`): the
+    session's own pool, the mini-batches one after another. With CUDA a batch runs whole.
+    """
+
+    def __init__(self, backbone: str, size: int, threads: int | None = None, int8: bool = False):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(ensure_body(backbone, size)), session_options(threads),
-                                            providers=providers())
+        provs = providers()
+        self.cuda = "CUDAExecutionProvider" in provs
+        workers = 1 if (self.cuda or threads) else cores()
+        path = ensure_int8_body(backbone, size) if int8 else ensure_body(backbone, size)
+        self.session = ort.InferenceSession(str(path), session_options(threads or (1 if workers > 1 else None)),
+                                            providers=provs)
         self.input_name = self.session.get_inputs()[0].name
+        self.pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor  # its threads start on first use
+
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="dragonclf-ort")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+        x = np.ascontiguousarray(x, np.float32)
+        if self.cuda or len(x) <= MINI_BATCH:
+            return self.run(x)
+        parts = [x[i:i + MINI_BATCH] for i in range(0, len(x), MINI_BATCH)]
+        return np.concatenate(list(self.pool.map(self.run, parts) if self.pool else map(self.run, parts)))
 
 
-def get_body(backbone: str, size: int) -> OrtBody:
+def get_body(backbone: str, size: int, int8: bool = False) -> OrtBody:
+    """The body's session, made once per process; `int8`: the quantised body (see `ensure_int8_body`)."""
     with _lock:
-        key = (backbone, size)
+        key = (backbone, size, int8)
         if key not in _sessions:
-            _sessions[key] = OrtBody(backbone, size)
+            _sessions[key] = OrtBody(backbone, size, int8=int8)
         return _sessions[key]
 
 
@@ -114,22 +151,9 @@ def write_quick_model(backbone: str, size: int, weight: np.ndarray, bias: np.nda
 
 
 def _append_head(body: Path, weight: np.ndarray, bias: np.ndarray, path: Path) -> None:
-    import onnx
-    from onnx import helper, numpy_helper
+    from dragonclf.onnx_head import append_head
 
-    model = onnx.load(str(body))
-    g = model.graph
-    emb = g.output[0].name
-    g.initializer.extend([numpy_helper.from_array(np.asarray(weight, np.float32), "head_weight"),
-                          numpy_helper.from_array(np.asarray(bias, np.float32), "head_bias")])
-    g.node.extend([
-        helper.make_node("Gemm", [emb, "head_weight", "head_bias"], ["logits"], transB=1, name="head"),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
-    ])
-    out = helper.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["batch", int(weight.shape[0])])
-    del g.output[:]
-    g.output.append(out)
-    onnx.save(model, str(path))
+    path.write_bytes(append_head(body.read_bytes(), weight, bias))
 
 
 def int8_body_path(backbone: str, size: int) -> Path:
