@@ -11,6 +11,8 @@ into every fresh home; everything else each process does itself.
 
 - quick: the CLI as a person runs it, `python -m dragonclf import` then
   `python -m dragonclf train --mode quick` (two processes, both timed);
+- quick_embed: the same with `import --embed` (the pictures embedded as they
+  are imported, so `train --mode quick` only fits the head);
 - ours_*: `import_path` + `train.fine_tune(...)` in one process, per setting;
 - fastai: plain `vision_learner` + `fine_tune(3)` at 224 px (same backbone,
   same train/valid files), `learn.export()`.
@@ -19,6 +21,10 @@ into every fresh home; everything else each process does itself.
     .venv/bin/python bench/bench_hard.py --seeds 0 --only quick fastai ours_224
     .venv/bin/python bench/bench_hard.py --list                        # the contenders
     .venv/bin/python bench/bench_hard.py --seeds 0 1 2 --write         # into bench/RESULTS.md
+
+Besides wall time, each contender's CPU time (user + system, all threads, up to
+the model written) is recorded: on a machine shared with other jobs it varies
+far less with the load than wall time does.
 
 Contenders run interleaved per seed (seed 0: all, then seed 1: all, ...) so a
 change in machine load hits every contender alike; the load average is
@@ -49,6 +55,8 @@ THREADS = 1  # torch threads per contender (OMP_NUM_THREADS); --threads 0 leaves
 # name -> (description, worker arguments). "quick" is special-cased (the CLI).
 CONTENDERS = {
     "quick": ("quick model (CLI import + train --mode quick)", None),
+    "quick_embed": ("quick model, pictures embedded as they are imported (CLI import --embed + train --mode quick)",
+                    None),
     "fastai": ("plain fastai `vision_learner` + `fine_tune(3)`, 224 px", ["fastai"]),
     "ours_default": ("our fine-tune, library defaults", ["ours"]),
     "ours_old": ("our fine-tune, the old CPU defaults (160 px, 3 epochs, lr 1e-3, lr_mult 100)",
@@ -125,6 +133,14 @@ def run_worker(args: list[str], timeout: float = 1800) -> dict:
     raise RuntimeError(f"worker {args[:1]} failed ({p.returncode}):\n{p.stderr[-3000:]}")
 
 
+def children_cpu() -> float:
+    """CPU time (user + system) of this process's finished children so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_one(name: str, seed: int, prep: dict) -> dict:
     home = fresh_home(prep)
     env = dict(os.environ, DRAGONCLF_HOME=str(home), HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
@@ -132,26 +148,29 @@ def run_one(name: str, seed: int, prep: dict) -> dict:
         env["OMP_NUM_THREADS"] = str(THREADS)
     load = os.getloadavg()[0]
     try:
-        if name == "quick":
-            t0 = time.time()
-            steps = []
-            for cmd in (["import", str(prep["tree"]), "--dataset", "hard", "--json"],
+        if name in ("quick", "quick_embed"):
+            t0, c0 = time.time(), children_cpu()
+            steps, cpu_steps = [], []
+            embed = ["--embed"] if name == "quick_embed" else []
+            for cmd in (["import", str(prep["tree"]), "--dataset", "hard", "--json", *embed],
                         ["train", "--dataset", "hard", "--mode", "quick", "--json", "--quiet"]):
-                t = time.time()
+                t, c = time.time(), children_cpu()
                 p = subprocess.run([PY, "-m", "dragonclf", *cmd], cwd=REPO, env=env, capture_output=True, text=True)
                 if p.returncode:
                     raise RuntimeError(p.stderr[-3000:])
                 steps.append(time.time() - t)
-            seconds = time.time() - t0
+                cpu_steps.append(children_cpu() - c)
+            seconds, cpu = time.time() - t0, children_cpu() - c0
             res = json.loads(p.stdout)
             out = run_worker(["score", "--home", str(home), "--model", res["model"]])
-            out.update(valid_acc=res["accuracy"], steps=steps)
+            out.update(valid_acc=res["accuracy"], steps=steps, cpu_steps=cpu_steps, cpu=cpu)
         else:
             args = list(CONTENDERS[name][1])
             args += ["--home", str(home), "--seed", str(seed), "--tree", str(prep["tree"]), "--split", str(prep["split"])]
             t0 = time.time()
             out = run_worker(args)
             seconds = out.pop("t_model") - t0
+            out["cpu"] = out.pop("cpu_model")
         out.update(name=name, seed=seed, seconds=seconds, load=load)
         return out
     finally:
@@ -162,6 +181,8 @@ def summarise(runs: list[dict], prep: dict, meta: dict) -> str:
     names = [n for n in CONTENDERS if any(r["name"] == n for r in runs)]
     fastai_t = [r["seconds"] for r in runs if r["name"] == "fastai"]
     ft = float(np.mean(fastai_t)) if fastai_t else None
+    fastai_c = [r["cpu"] for r in runs if r["name"] == "fastai" and r.get("cpu")]
+    fc = float(np.mean(fastai_c)) if fastai_c else None
     lines = [
         f"Hard set (bench/hard_set.py): {prep['n_train']} training photos in 8 food groups (the store keeps "
         f"{prep['n_store_valid']} of them as its validation split), {prep['n_heldout']} held out; EfficientNet-Lite0; "
@@ -170,8 +191,8 @@ def summarise(runs: list[dict], prep: dict, meta: dict) -> str:
         f"{THREADS or 'default'}; CUDA: {meta['cuda']}. "
         f"Command: `{meta['command']}`.",
         "",
-        "| contender | held-out accuracy, mean (min-max) | per seed | own valid split, mean | whole process, mean (min-max) | vs fastai time |",
-        "|---|---|---|---|---|---|",
+        "| contender | held-out accuracy, mean (min-max) | per seed | own valid split, mean | whole process, mean (min-max) | vs fastai time | CPU time (user + system), mean | vs fastai CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         rs = [r for r in runs if r["name"] == n]
@@ -179,9 +200,12 @@ def summarise(runs: list[dict], prep: dict, meta: dict) -> str:
         secs = [r["seconds"] for r in rs]
         va = [r["valid_acc"] for r in rs]
         ratio = f"{np.mean(secs) / ft:.2f}x ({ft / np.mean(secs):.1f}x faster)" if ft else "-"
+        cpu = [r["cpu"] for r in rs if r.get("cpu")]
+        cpu_text = f"{np.mean(cpu):.1f} s" if cpu else "-"
+        cpu_ratio = f"{fc / np.mean(cpu):.1f}x less" if (fc and cpu) else "-"
         lines.append(f"| {CONTENDERS[n][0]} | {np.mean(acc):.3f} ({min(acc):.2f}-{max(acc):.2f}) | "
                      f"{', '.join(f'{x:.2f}' for x in acc)} | {np.mean(va):.3f} | {np.mean(secs):.1f} s "
-                     f"({min(secs):.0f}-{max(secs):.0f}) | {ratio} |")
+                     f"({min(secs):.0f}-{max(secs):.0f}) | {ratio} | {cpu_text} | {cpu_ratio} |")
     return "\n".join(lines)
 
 

@@ -43,14 +43,22 @@ def ours(a) -> dict:
     elif a.size:
         kw["size"] = a.size
     r = train.train(store, a.mode, **kw)
-    t_model = time.time()
-    out = {"t_model": t_model, "valid_acc": r.metrics["accuracy"], "train_seconds": r.seconds,
+    t_model, cpu_model = time.time(), cpu_seconds()
+    out = {"t_model": t_model, "cpu_model": cpu_model, "valid_acc": r.metrics["accuracy"], "train_seconds": r.seconds,
            "model": str(r.model_dir), "history": r.history}
     out.update({k: v for k, v in getattr(r, "__dict__", {}).items() if k in ("start", "best_epoch", "kept", "verdict")})
     from dragonclf.predict import Predictor
 
     out["heldout_acc"] = heldout_accuracy(Predictor(r.model_dir))
     return out
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def heldout_accuracy(pred) -> float:
@@ -81,7 +89,7 @@ def plain_fastai(a) -> dict:
     with learn.no_bar():
         learn.fine_tune(a.epochs)
     learn.export("export.pkl")
-    t_model = time.time()
+    t_model, cpu_model = time.time(), cpu_seconds()
     valid_acc = float(learn.recorder.values[-1][2])
     import numpy as np
     from hard_set import load
@@ -91,7 +99,7 @@ def plain_fastai(a) -> dict:
     with learn.no_bar():
         probs, _ = learn.get_preds(dl=test_dl)
     guess = [learn.dls.vocab[i] for i in probs.argmax(1).tolist()]
-    return {"t_model": t_model, "valid_acc": valid_acc,
+    return {"t_model": t_model, "cpu_model": cpu_model, "valid_acc": valid_acc,
             "heldout_acc": float(np.mean([g == lab for g, (_, lab) in zip(guess, held)]))}
 
 

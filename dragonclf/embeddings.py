@@ -282,6 +282,9 @@ def embed_dataset(dataset: str, backbone: str = backbones.DEFAULT_BACKBONE, size
     """Embed every active image of `dataset` into the cache (the `embed` command)."""
     from dragonclf.items import dataset_items
 
-    items = dataset_items(dataset, backbone=backbone)
+    size = size or backbones.get_backbone(backbone).size
+    # The torch weights are needed only to export the body (once per install) or to embed with torch.
+    torch_free = not distributed.active() and use_onnx_body() and onnx_body_ready(backbone, size)
+    items = dataset_items(dataset, backbone=None if torch_free else backbone)
     out = embed_to_cache(items, backbone, size=size, batch_size=batch_size, progress=progress)
-    return {"dataset": dataset, "backbone": backbone, "size": size or backbones.get_backbone(backbone).size, **out}
+    return {"dataset": dataset, "backbone": backbone, "size": size, **out}

@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("src")
     _dataset(p)
     p.add_argument("--label", help="put everything under this label")
+    p.add_argument("--embed", action="store_true",
+                   help="also embed the new pictures for the default backbone, so a quick model then only fits its "
+                        "head (the first time on an install this also exports the body, which needs torch)")
     add_json_flag(p)
     p.set_defaults(func=cmd_import)
 
@@ -78,7 +81,13 @@ def cmd_import(a) -> int:
 
     store = Store.open(a.dataset, create=True)
     report = import_path(store, a.src, label=a.label)
-    emit(report.as_dict(), a.json, lambda r: report.summary())
+    out = report.as_dict()
+    if a.embed:
+        from dragonclf.embeddings import embed_dataset
+
+        out["embedded"] = embed_dataset(store.name)  # only the pictures missing from the cache
+    emit(out, a.json, lambda r: report.summary() + (f"; {r['embedded']['embedded']} embedded"
+                                                     if r.get("embedded") else ""))
     return 0
 
 
