@@ -24,17 +24,10 @@ import threading
 from pathlib import Path
 
 from dragonclf.errors import DragonError
+from dragonclf.onnxbody import cores
 from dragonclf.progress import Cancelled, report
 
 PARALLEL_FROM = 256  # fewer pictures to embed than this: in-process (starting workers costs seconds)
-
-
-def cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def default_workers(n_todo: int) -> int:

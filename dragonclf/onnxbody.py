@@ -91,6 +91,7 @@ MINI_BATCH = 4  # images per run of the body on a CPU (see OrtBody)
 
 
 def cores() -> int:
+    """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
