@@ -56,14 +56,11 @@ class Rescan:
             if lab is None or lab.folder != path.parent.name:
                 continue
             with self._tx() as db:
-                db.execute(
-                    "INSERT OR IGNORE INTO images(id, sha256, pixel_sha, phash, width, height, folder, status,"
-                    " split_key, kept, " + ", ".join(PROVENANCE_KEYS) + ", added_at)"
-                    " VALUES (?,?,NULL,?,?,?,?,'active',?,0," + ",".join("?" * len(PROVENANCE_KEYS)) + ",?)",
-                    (row["id"], row["sha256"], row["phash"], int(row["width"]), int(row["height"]), lab.folder,
-                     float(row["split_key"]), *[row.get(k) or None for k in PROVENANCE_KEYS],
-                     float(row.get("added_at") or time.time())),
-                )
+                self._insert_image(db, dict(
+                    id=row["id"], sha256=row["sha256"], phash=row["phash"], width=int(row["width"]),
+                    height=int(row["height"]), folder=lab.folder, status="active", split_key=float(row["split_key"]),
+                    **{k: row.get(k) or None for k in PROVENANCE_KEYS},
+                    added_at=float(row.get("added_at") or time.time())), if_new=True)
             n += 1
         return n
 

@@ -65,8 +65,26 @@ class Tally:
             self.refused[reason or "unreadable"] += 1
 
 
+# The columns of an image row, as `_insert_image` writes them.
+IMAGE_COLUMNS = ("id", "sha256", "pixel_sha", "phash", "width", "height", "folder", "status", "split_key", "kept",
+                 *PROVENANCE_KEYS, "added_at", "writer")
+
+
 class Adding:
     """A part of `Store` (mixed in): `ingest`, `ingest_file`, `near_duplicates_of`."""
+
+    @staticmethod
+    def _insert_image(db, row: dict, if_new: bool = False) -> bool:
+        """Write one image row in transaction `db`: the only INSERT INTO images (ingest and the manifest-CSV
+        restore both write through it). `row` maps IMAGE_COLUMNS to values; those left out are NULL (`kept` 0).
+        An id already stored raises sqlite3.IntegrityError, or with `if_new` is left as it is (False)."""
+        unknown = set(row) - set(IMAGE_COLUMNS)
+        if unknown:
+            raise ValueError(f"not columns of an image row: {sorted(unknown)}")
+        values = [row.get(c, 0 if c == "kept" else None) for c in IMAGE_COLUMNS]
+        verb = "INSERT OR IGNORE" if if_new else "INSERT"
+        return db.execute(f"{verb} INTO images({', '.join(IMAGE_COLUMNS)}) VALUES ({','.join('?' * len(values))})",
+                          values).rowcount == 1
 
     def ingest(self, data: bytes, label: str, provenance: dict | None = None, cfg: IngestConfig = IngestConfig()) -> IngestResult:
         """Normalise and store one image under `label`. Bad bytes -> outcome "refused"."""
@@ -134,13 +152,10 @@ class Adding:
             with self._tx() as db:
                 # Near-duplicates stay on the same side of the validation split; others are spread per label.
                 split_key = near[0][2] if near else _spread_key(db, lab.folder)
-                db.execute(
-                    "INSERT INTO images(id, sha256, pixel_sha, phash, width, height, folder, status, split_key, kept,"
-                    " origin, source, query, engine, image_url, page_url, title, license, added_at, writer)"
-                    " VALUES (?,?,?,?,?,?,?,'pending',?,0,?,?,?,?,?,?,?,?,?,?)",
-                    (image_id, sha256, norm.pixel_sha, norm.phash, norm.width, norm.height, lab.folder, split_key,
-                     *[prov[k] for k in PROVENANCE_KEYS], now, self._writer),
-                )
+                self._insert_image(db, dict(
+                    id=image_id, sha256=sha256, pixel_sha=norm.pixel_sha, phash=norm.phash, width=norm.width,
+                    height=norm.height, folder=lab.folder, status="pending", split_key=split_key, **prov,
+                    added_at=now, writer=self._writer))
         except sqlite3.IntegrityError:  # another process stored this very picture since we looked
             tmp.unlink(missing_ok=True)
             return self._store_locked(norm, lab, provenance, cfg)  # now a duplicate or a conflict
