@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -298,6 +299,76 @@ def export_onnx(model, size: int, path: Path) -> None:
                 net, dummy, str(path), dynamo=False, input_names=["image"], output_names=["probs"],
                 dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17,
             )
+
+
+EXPORT_FORMATS = ("onnx", "pkl")
+
+# Ships in the ONNX zip: how to use the model with nothing but onnxruntime, numpy and Pillow.
+ONNX_README = """# Your image classifier (ONNX)
+
+`model.onnx` takes a batch of RGB images, 1x3xHxW float32, and returns class probabilities.
+`model.json` says how to prepare a picture: `input_size` (squish-resize to a square), `mean`/`std`
+(after dividing by 255), and `labels` (the order of the probabilities).
+
+```python
+import json, numpy as np, onnxruntime as ort
+from PIL import Image
+
+meta = json.load(open("model.json"))
+size, mean, std = meta["input_size"], np.array(meta["mean"]), np.array(meta["std"])
+img = Image.open("picture.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
+x = ((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+session = ort.InferenceSession("model.onnx")
+probs = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+print(sorted(zip(probs.round(3).tolist(), meta["labels"]), reverse=True)[:3])
+```
+
+`pip install onnxruntime numpy pillow` is all it needs.
+"""
+
+
+def export_model(model, fmt: str, dest: Path, dataset: str | None = None) -> Path:
+    """Write a model out for use elsewhere, into folder `dest`; returns the file written.
+
+    "onnx": `<id>-onnx.zip` holding `model.onnx`, `model.json` (labels, preprocessing) and a
+    README.md whose ten-line onnxruntime example runs as is. "pkl": `<id>.pkl`, fastai's
+    `export.pkl` (fine-tuned models only). The CLI's `export` and the Predict tab's Export
+    both write exactly this. `model` as for `resolve`.
+    """
+    src = resolve(model, dataset)
+    meta = read_meta(src)
+    if fmt not in EXPORT_FORMATS:
+        raise DragonError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if fmt == "pkl":
+        if not (src / "export.pkl").is_file():
+            why = "quick models are ONNX only: fine-tune for one, or export onnx" if meta["mode"] == "quick" else \
+                "it was saved without one; export onnx"
+            raise DragonError(f"Model {src.name} has no export.pkl ({why}).")
+        out, tmp = dest / f"{src.name}.pkl", dest / f".{src.name}.pkl.tmp"
+        shutil.copyfile(src / "export.pkl", tmp)
+    else:
+        out, tmp = dest / f"{src.name}-onnx.zip", dest / f".{src.name}-onnx.zip.tmp"
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for name in ("model.onnx", "model.json"):
+                z.write(src / name, name)
+            z.writestr("README.md", ONNX_README)
+    os.replace(tmp, out)  # never half a file under the final name
+    return out
+
+
+def how_to_use(model_dir: Path, exported: Path) -> str:
+    """One paragraph for whoever got `exported` (from `export_model`): how to load it and what it needs."""
+    if exported.suffix != ".pkl":
+        return "ONNX model, its model.json and a README with a ten-line example (onnxruntime, numpy, Pillow)."
+    needs = [n for n in read_meta(model_dir).get("pkl_needs") or [] if n in ("fastai", "timm", "dragonclf")]
+    how = ("Load it with `from fastai.learner import load_learner; learn = load_learner('"
+           f"{exported.name}')`, then `learn.predict('picture.jpg')`; it needs "
+           + (" and ".join(f"`{n}`" for n in needs) or "`fastai`") + " installed.")
+    if "dragonclf" in needs:
+        how += " This backbone's constructor is dragonclf's own, so dragonclf must be importable too."
+    return how
 
 
 @contextmanager

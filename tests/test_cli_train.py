@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 from dragonclf.cli import main
 from ml_fixtures import REPO, ml_home  # noqa: F401 - fixture
@@ -34,7 +35,10 @@ def test_train_evaluate_export_predict(ml_home, capsys, tmp_path):
     assert len(ev["confusion_matrix"]) == 4 and ev["top_losses"]
 
     code, ex = _json(capsys, ["export", "--model", model, "--format", "onnx", "--out", str(tmp_path), "--json"])
-    assert code == 0 and os.path.getsize(ex["file"]) > 1_000_000 and json.load(open(ex["spec"]))["labels"]
+    assert code == 0 and os.path.getsize(ex["file"]) > 1_000_000 and ex["file"].endswith("-onnx.zip")
+    with zipfile.ZipFile(ex["file"]) as z:  # what the Predict tab's Export gives: graph, labels, a README
+        assert sorted(z.namelist()) == ["README.md", "model.json", "model.onnx"]
+        assert json.loads(z.read("model.json"))["labels"]
     assert main(["export", "--model", model, "--format", "pkl", "--out", str(tmp_path)]) == 1
     assert "no export.pkl" in capsys.readouterr().err
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -35,15 +34,6 @@ def download_dir() -> Path:
         except FileNotFoundError:  # another export removed it first
             pass
     return Path(tempfile.mkdtemp(dir=DOWNLOADS))
-
-
-def servable_file(path: str | os.PathLike, name: str | None = None) -> str:
-    """A downloadable copy of a file the app produced (a model, an export zip), removed after a while."""
-    src = Path(path)
-    out_dir = download_dir()
-    dest = out_dir / (name or src.name)
-    shutil.copyfile(src, dest)
-    return str(dest)
 
 
 def _message(e: Exception, fn) -> str:

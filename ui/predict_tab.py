@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -11,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dragonclf import access, modelstore
 from dragonclf.predict import Predictor, load_predictor
-from ui.common import download_dir, model_dropdown_update, servable_file, ui_errors
+from ui.common import download_dir, model_dropdown_update, ui_errors
 from ui.people import dataset_for, me
 
 TITLE = "Predict"
@@ -98,48 +97,9 @@ def predict_batch(files, dataset: str, model: str | None):
 
 @ui_errors(say=1, of=2)
 def export(dataset: str, model: str | None, fmt: str) -> tuple[str, str]:
-    p = predictor(dataset_for(dataset), model)  # exporting needs the dataset, not only a public model
-    d = p.model_dir
-    if fmt == "pkl":
-        if not (d / "export.pkl").is_file():
-            raise gr.Error("This model has no fastai export.pkl (quick models are ONNX only); fine-tune for one.")
-        needs = [n for n in p.meta.get("pkl_needs") or [] if n in ("fastai", "timm", "dragonclf")]
-        how = ("Load it with `from fastai.learner import load_learner; learn = load_learner('"
-               f"{d.name}.pkl')`, then `learn.predict('picture.jpg')`; it needs "
-               + (" and ".join(f"`{n}`" for n in needs) or "`fastai`") + " installed.")
-        if "dragonclf" in needs:
-            how += " This backbone's constructor is dragonclf's own, so dragonclf must be importable too."
-        return servable_file(d / "export.pkl", f"{d.name}.pkl"), how
-    out = download_dir() / f"{d.name}-onnx.zip"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in ("model.onnx", "model.json"):
-            z.write(d / name, name)
-        z.writestr("README.md", ONNX_README)
-    return str(out), "ONNX model, its model.json and a README with a ten-line example (onnxruntime, numpy, Pillow)."
-
-
-# Ships in the ONNX zip: how to use the model with nothing but onnxruntime, numpy and Pillow.
-ONNX_README = """# Your image classifier (ONNX)
-
-`model.onnx` takes a batch of RGB images, 1x3xHxW float32, and returns class probabilities.
-`model.json` says how to prepare a picture: `input_size` (squish-resize to a square), `mean`/`std`
-(after dividing by 255), and `labels` (the order of the probabilities).
-
-```python
-import json, numpy as np, onnxruntime as ort
-from PIL import Image
-
-meta = json.load(open("model.json"))
-size, mean, std = meta["input_size"], np.array(meta["mean"]), np.array(meta["std"])
-img = Image.open("picture.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
-x = ((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
-session = ort.InferenceSession("model.onnx")
-probs = session.run(None, {session.get_inputs()[0].name: x})[0][0]
-print(sorted(zip(probs.round(3).tolist(), meta["labels"]), reverse=True)[:3])
-```
-
-`pip install onnxruntime numpy pillow` is all it needs.
-"""
+    d = predictor(dataset_for(dataset), model).model_dir  # exporting needs the dataset, not only a public model
+    out = modelstore.export_model(d, fmt, download_dir())
+    return str(out), modelstore.how_to_use(d, out)
 
 
 def build(bar) -> None:

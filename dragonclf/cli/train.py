@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 from dragonclf.cli import add_json_flag, emit
-from dragonclf.errors import DragonError
 
 
 def register(sub) -> None:
@@ -44,7 +42,8 @@ def register(sub) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="copy a model's ONNX graph or fastai pickle (with its model.json) out")
+    p = sub.add_parser("export", help="write a model out: onnx (a zip of model.onnx, model.json and a README with "
+                                      "an onnxruntime example) or pkl (fastai's export.pkl), as the Predict tab does")
     p.add_argument("--model", required=True)
     p.add_argument("--format", required=True, choices=("onnx", "pkl"))
     p.add_argument("--out", default=".", help="destination folder (default: the current one)")
@@ -119,21 +118,11 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from dragonclf.modelstore import read_meta, resolve
+    from dragonclf.modelstore import export_model, how_to_use, resolve
 
     src = resolve(a.model)
-    meta = read_meta(src)
-    name = "model.onnx" if a.format == "onnx" else "export.pkl"
-    if not (src / name).is_file():
-        why = " (quick models have no fastai pickle; export onnx)" if meta["mode"] == "quick" else ""
-        raise DragonError(f"Model {src.name} has no {name}{why}.")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dest = out / f"{src.name}.{'onnx' if a.format == 'onnx' else 'pkl'}"
-    shutil.copyfile(src / name, dest)
-    spec = out / f"{src.name}.json"  # labels and preprocessing travel with the model
-    shutil.copyfile(src / "model.json", spec)
-    emit({"model": str(src), "format": a.format, "file": str(dest), "spec": str(spec)}, a.json)
+    out = export_model(src, a.format, Path(a.out))
+    emit({"model": str(src), "format": a.format, "file": str(out), "how": how_to_use(src, out)}, a.json)
     return 0
 
 
