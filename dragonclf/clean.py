@@ -369,6 +369,7 @@ def find_suspects(store: Store, kinds=None, backbone: str = backbones.DEFAULT_BA
         def part(f, m, n=n):
             report((n + f) / len(asked), m)
 
+        part(0.0, f"Looking for {kind.replace('_', ' ')} suspects: reading {store.name} and loading what it needs…")
         try:
             if kind == "mislabel":
                 found, result.snapshot = mislabel_suspects(store, backbone, progress=part, cancel=cancel)

@@ -193,6 +193,9 @@ def embed(items, backbone: str = backbones.DEFAULT_BACKBONE, size: int | None = 
         if not todo:
             report(progress, 1.0, f"All {len(items)} embeddings cached ({backbone})")
             return X
+        first = use_onnx_body() and not onnx_body_ready(backbone, size)
+        report(progress, 0.0, f"Loading the {backbone} network"
+               + (" (its first use here: converting it for this machine, about a minute)…" if first else "…"))
         workers = embed_pool.default_workers(len(todo)) if workers is None else workers
         if workers > 1 and use_onnx_body():
             from dragonclf import onnxbody
