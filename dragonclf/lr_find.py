@@ -16,16 +16,17 @@ from dragonclf import backbones, items as items_mod
 from dragonclf.errors import DragonError
 from dragonclf.items import Item
 from dragonclf.progress import report as report_progress
-from dragonclf.settings import choose_precision
+from dragonclf.settings import TrainSettings, choose_precision
 from dragonclf.train import build_learner, make_dls
 
 
-def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, dataset: str | None = None,
-            size: int | None = None, batch_size: int = 32, augment: str = "default", num_it: int | None = None,
-            valid_share: float | None = None, warm_start: bool = True, mixed_precision: str | None = None,
-            progress=None, cancel: threading.Event | None = None):
+def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, settings: TrainSettings | None = None,
+            dataset: str | None = None, num_it: int | None = None, progress=None,
+            cancel: threading.Event | None = None, **overrides):
     """(Figure of loss vs learning rate, suggested learning rate).
 
+    `settings` with `overrides` as for `train.fine_tune` (it uses `size`, `batch_size`,
+    `augment`, `valid_share`, `warm_start` and `mixed_precision`), checked first.
     Run on the model `fine_tune` will train with the same settings: by default
     the warm-started head with the body unfrozen; without `warm_start`, fastai's
     fresh head with the body frozen (what its first, frozen epoch trains).
@@ -35,23 +36,24 @@ def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, datase
     from fastai.callback.core import Callback, CancelFitException
     from fastai.callback.schedule import valley
 
-    name, items = items_mod.collect(store_or_rows, dataset, valid_share)
+    st = (settings or TrainSettings()).updated(**overrides).check()
+    name, items = items_mod.collect(store_or_rows, dataset, st.valid_share)
     items_mod.check_trainable(name, items)
     labels = items_mod.label_order(items)
     n_train = sum(it.split == "train" for it in items)
-    batch_size, planned = lr_sweep_plan(n_train, batch_size)
+    batch_size, planned = lr_sweep_plan(n_train, st.batch_size)
     num_it = num_it or planned
     b = backbones.get_backbone(backbone)
-    size = size or b.size
+    size = st.size or b.size
     warm_head = None
-    if b.pretrained and warm_start:
+    if b.pretrained and st.warm_start:
         from dragonclf import features
 
         train_items = [it for it in items if it.split == "train"]
         warm_head = features.fit_head(features.embed(train_items, backbone, size=size),
                                       [it.label for it in train_items], labels)
-    precision, _ = choose_precision(mixed_precision)
-    learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head, precision=precision)
+    precision, _ = choose_precision(st.mixed_precision)
+    learn = build_learner(items, labels, backbone, size, batch_size, st.augment, warm_head, precision=precision)
     if warm_head is not None or not b.pretrained:
         learn.unfreeze()
 
@@ -126,18 +128,23 @@ def lr_sweep_plan(n_train: int, batch_size: int) -> tuple[int, int]:
     return bs, max(16, min(100, round(n_train / bs)))
 
 
-def preview_augmentations(store_or_rows, augment: str = "default", *, size: int = 224, n: int = 8,
-                          image: int = 0, dataset: str | None = None, seed: int = 0):
-    """A Figure of `n` augmented versions of one training image (no normalisation)."""
+def preview_augmentations(store_or_rows, *, settings: TrainSettings | None = None, n: int = 8, image: int = 0,
+                          dataset: str | None = None, **overrides):
+    """A Figure of `n` augmented versions of image number `image` (no normalisation).
+
+    `settings` with `overrides` as for `train.fine_tune`: it uses `augment`, `size` (default 224) and `seed`.
+    """
     from fastai.torch_core import set_seed
     from matplotlib.figure import Figure
 
+    st = (settings or TrainSettings()).updated(**overrides).check()
+    augment, size = st.augment, st.size or 224
     name, items = items_mod.collect(store_or_rows, dataset)
     if not items:
         raise DragonError(f"Dataset {name!r} has no active images to preview.")
     it = items[image % len(items)]
     one = [Item(f"{it.id}-{k}", it.path, it.label, it.sha256, "train") for k in range(n)]
-    set_seed(seed)
+    set_seed(st.seed)
     dls = make_dls(one + [Item("v", it.path, it.label, it.sha256, "valid")], [it.label], size, n, augment)
     xb, _ = dls.train.one_batch()
     fig = Figure(figsize=(2 * min(n, 4), 2 * ((n + 3) // 4)), layout="constrained")

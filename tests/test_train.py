@@ -367,10 +367,10 @@ def test_lr_find_and_augmentation_preview_return_figures(ml_home):
     fig, suggestion = lr_find.lr_find(items, dataset="photos", size=SIZE, batch_size=8, num_it=8)
     assert isinstance(fig, Figure) and 1e-7 < suggestion < 10
     for preset in train.AUGMENT_PRESETS:
-        fig = lr_find.preview_augmentations(items, preset, size=SIZE, n=4)
+        fig = lr_find.preview_augmentations(items, augment=preset, size=SIZE, n=4)
         assert isinstance(fig, Figure) and len(fig.axes) == 4
     with pytest.raises(DragonError, match="Unknown augmentation"):
-        lr_find.preview_augmentations(items, "wild")
+        lr_find.preview_augmentations(items, augment="wild")
 
 
 def test_mobilenet_and_small_cnn_pickles_load_in_a_fresh_process(ml_home):

@@ -154,11 +154,11 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
     who, store = me(), open_store(name, "train")
     name = store.name
     cancel = Job("Stopping the learning-rate sweep; the learning rate stays as it was…")
+    settings = TrainSettings(size=int(size) if size else None, batch_size=int(batch_size), augment=augment,
+                             valid_share=float(valid_share))
 
     def work(report, emit):
-        return lr_find.lr_find(store, backbone, dataset=name, size=int(size) if size else None,
-                             batch_size=int(batch_size), augment=augment, valid_share=float(valid_share),
-                             progress=report, cancel=cancel)
+        return lr_find.lr_find(store, backbone, settings=settings, dataset=name, progress=report, cancel=cancel)
 
     with quotas.training_slot(who):  # a sweep trains too: it takes a slot
         yield cancel, gr.skip(), gr.skip(), "Sweeping learning rates (about one epoch)…"
@@ -174,8 +174,8 @@ def find_lr(name, backbone, size, batch_size, augment, valid_share, progress=gr.
 @ui_errors(say=1, of=2)
 def preview(name, augment, size, image_index):
     store = open_store(name)
-    fig = lr_find.preview_augmentations(store, augment, size=int(size or 224), image=int(image_index),
-                                      dataset=store.name, seed=int(image_index))
+    settings = TrainSettings(augment=augment, size=int(size or 224), seed=int(image_index))
+    fig = lr_find.preview_augmentations(store, settings=settings, image=int(image_index), dataset=store.name)
     return fig, f"Picture #{int(image_index)} as training sees it with the **{augment}** augmentation."
 
 
