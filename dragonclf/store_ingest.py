@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dragonclf import phash_index, split_keys
 from dragonclf.config import IngestConfig
-from dragonclf.errors import Refused
+from dragonclf.errors import DragonError, Refused
 from dragonclf.layout import PROVENANCE_KEYS, read_regular_file
 
 
@@ -150,6 +150,7 @@ class Adding:
         now = time.time()
         try:
             with self._tx() as db:
+                _label_still_there(db, lab)
                 # Near-duplicates stay on the same side of the validation split; others are spread per label.
                 split_key = near[0][2] if near else _spread_key(db, lab.folder)
                 self._insert_image(db, dict(
@@ -189,6 +190,7 @@ class Adding:
             if now is None or now["status"] != "missing":  # another process brought it back meanwhile
                 tmp.unlink(missing_ok=True)
                 return IngestResult("duplicate", image_id, "duplicate", "already stored again meanwhile", notes)
+            _label_still_there(db, lab)
             self._place(tmp, final)
             db.execute("UPDATE images SET folder=?, status='active', sha256=? WHERE id=?",
                        (lab.folder, hashlib.sha256(norm.jpeg).hexdigest(), image_id))
@@ -224,6 +226,14 @@ class Adding:
                 if d <= max_distance:
                     out.append((r["rowid"], r["id"], d, r["split_key"]))
         return [(i, d, key) for _, i, d, key in sorted(out, key=lambda t: (t[2], t[0]))]  # ties: oldest first
+
+
+def _label_still_there(db, lab: Label) -> None:
+    """Inside the add's transaction: the label looked up before is still there (not renamed, merged or
+    deleted by another process meanwhile, see labels.py), so no picture lands in a folder no label owns."""
+    if db.execute("SELECT 1 FROM labels WHERE folder=?", (lab.folder,)).fetchone() is None:
+        raise DragonError(f"label {lab.display!r} was renamed, merged or deleted meanwhile; nothing was stored. "
+                          "Choose the label again")
 
 
 def _spread_key(db, folder: str) -> float:

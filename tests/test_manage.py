@@ -302,3 +302,16 @@ def test_a_failed_search_leaves_no_label_says_why_and_the_next_class_goes_on(mon
     store.add_label("Drogon")  # a label someone made stays, even empty
     collect_classes(store, [("Drogon", None)], 3, engine=RefusingOneClass(server, paths))
     assert [lab.display for lab in store.labels()] == ["Drogon", "Viserion"]
+
+
+def test_a_picture_for_a_label_renamed_meanwhile_is_refused_and_leaves_nothing(photo_files, monkeypatch):
+    """An add that looked its label up just before another process renamed it stores nothing in the old folder."""
+    store = zoo(photo_files)
+    stale = store.label("fish")
+    store.rename_label("fish", "goldfish")
+    with monkeypatch.context() as m:  # its own context: undoing it leaves the test's home alone
+        m.setattr(Store, "label", lambda self, name: stale)  # the lookup happened before the rename
+        with pytest.raises(DragonError, match="renamed, merged or deleted meanwhile"):
+            store.ingest(photo_files["fishes"][5].read_bytes(), "fish")
+    assert not (store.root / "fish").exists() and len(store.images(status=None)) == 6
+    assert not list((store.root / ".tmp").rglob("*.part")) and store.check()["ok"]
