@@ -32,7 +32,7 @@ AUGMENT_PRESETS = {
 BN_STATS = ("frozen", "train")
 # Bounds of the numeric settings, checked on the server whoever called (browser, API client, CLI, script).
 LIMITS = {"epochs": (1, 1000), "freeze_epochs": (0, 100), "size": (32, 1024), "batch_size": (1, 1024),
-          "valid_share": (0.01, 0.9), "lr": (1e-8, 10.0)}
+          "valid_share": (0.01, 0.9), "lr": (1e-8, 10.0), "label_smoothing": (0.0, 0.5)}
 QUICK_FIELDS = ("size", "valid_share")  # what the quick model (a linear head on embeddings) uses
 # The machine-sized starting values (see the module's docstring).
 CPU_DEFAULTS = {"size": 224, "batch_size": 32, "epochs": 3}
@@ -64,6 +64,7 @@ class TrainSettings:
     keep_best: bool = _f(True, "save the best of the start and every epoch on the validation split, not the last")
     bn_stats: str | None = _f(None, "batch norm statistics while training: frozen (the default with a warm head) "
                                     "keeps the pretrained ones, train updates them from each batch")
+    label_smoothing: float = _f(0.0, "label smoothing of the training loss (0: plain cross-entropy)")
 
     @classmethod
     def for_machine(cls, cuda: bool | None = None, **overrides) -> TrainSettings:

@@ -108,7 +108,8 @@ def make_dls(items: list[Item], labels: list[str], size: int, batch_size: int, a
 
 
 def build_learner(items: list[Item], labels: list[str], backbone: str, size: int, batch_size: int,
-                  augment: str, warm_head=None, path: Path | None = None, precision: str = "no"):
+                  augment: str, warm_head=None, path: Path | None = None, precision: str = "no",
+                  label_smoothing: float = 0.0):
     """A fastai Learner (dls + model + metrics) for `backbone`; `warm_head` a features.LinearHead.
 
     `precision` is what `choose_precision` picked: "fp16" or "bf16" add fastai's
@@ -140,6 +141,10 @@ def build_learner(items: list[Item], labels: list[str], backbone: str, size: int
             kw["custom_head"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), lin)
             kw["init"] = None  # fastai would re-initialise the head and throw the warm start away
         learn = vision_learner(dls, arch, metrics=[accuracy, error_rate], path=path, **kw)
+    if label_smoothing:
+        from fastai.losses import LabelSmoothingCrossEntropyFlat
+
+        learn.loss_func = LabelSmoothingCrossEntropyFlat(eps=label_smoothing)
     from fastcore.basics import noop
 
     learn.logger = noop  # the per-epoch rows go to on_epoch, not stdout
@@ -375,7 +380,8 @@ def fine_tune(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, sett
         if not b.pretrained:
             freeze_epochs = 0
         lr = lr or (1e-3 if warm_head is not None else (3e-3 if not b.pretrained else 2e-3))
-        learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head, precision=precision)
+        learn = build_learner(items, labels, backbone, size, batch_size, augment, warm_head, precision=precision,
+                              label_smoothing=st.label_smoothing)
         # channels_last convolutions train faster on CPU here (A/B per step: ~1.3-3x);
         # the model goes back to the default layout before export.
         learn.model.to(memory_format=torch.channels_last)
