@@ -1,17 +1,24 @@
-"""Where a quick model's whole process spends its time, now and the way it was, in one run.
+"""Where a quick model's whole process spends its time, and the CLI processes before and now, in one run.
 
-Each side is a fresh process on a fresh home (the hard set's 200 training photos
-imported first, untimed; the converted weights and ONNX bodies copied in, as
-bench_hard.py does) that fits and saves the quick model, stamping the wall
-clock after each phase:
+Two parts, on the hard set's 200 training photos (bench/hard_set.py), every
+process on a fresh home with the converted weights and ONNX bodies copied in
+(as bench_hard.py does):
 
-- now: dragonclf's modules without torch, embeddings through ONNX Runtime,
-  scipy's L-BFGS for the head, model.onnx by appending the head to the cached
-  body graph, the int8 variant (cached int8 body) scored on the valid split;
-- before: torch + timm imported and the body built in torch, torch's forward,
-  scikit-learn's LogisticRegression, `torch.onnx.export` of body + head.
+1. phases (this checkout): one process fits and saves the quick model the way
+   `features.fit_quick` does, stamping wall clock and CPU time (all threads)
+   after each phase: imports, store + items, body session, decoding, the
+   body's forward pass, head fit, model.onnx + model.int8.onnx written, the
+   int8 check on the validation split, interpreter exit;
+2. whole processes, interleaved round by round: `import` then
+   `train --mode quick` with the code of `--before` (another checkout, e.g.
+   `git worktree add /tmp/before <commit>`) and with this one, and this
+   one's `import --embed` then `train --mode quick` (the pictures embedded as
+   they are imported: the training then only fits the head).
 
-    .venv/bin/python bench/bench_quick_profile.py [--rounds 2] [--write]
+On a machine shared with other jobs wall times swing with the load; CPU time
+(user + system) swings far less, so both are reported.
+
+    .venv/bin/python bench/bench_quick_profile.py --before /tmp/before [--rounds 3] [--write]
 """
 
 from __future__ import annotations
@@ -19,121 +26,150 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE)]
 
 CHILD = r'''
 import json, os, sys, time
-t = {"start": time.time()}
-sys.path[:0] = [sys.argv[2], sys.argv[3]]
-old = sys.argv[1] == "before"
+def now():
+    return time.time(), time.process_time()
+t = {"start": now()}
+sys.path[:0] = [sys.argv[1]]
 import numpy as np
-from dragonclf import embeddings, features, items as items_mod, modelstore
+from dragonclf import features, items as items_mod, onnxbody, quantize
+from dragonclf.preprocess import load_image, to_array
 from dragonclf.store import Store
-if old:
-    import torch, timm  # what the old path imported before any work
-    from sklearn.linear_model import LogisticRegression
-t["imports"] = time.time()
-store = Store.open("hard")
-name, items = items_mod.collect(store)
+import onnxruntime, scipy.optimize  # what fit_quick imports on its way
+t["imports"] = now()
+name, items = items_mod.collect(Store.open("hard"))
 labels = items_mod.label_order(items)
-t["store"] = time.time()
-if old:
-    embeddings.use_onnx_body = lambda: False
-    body = embeddings.load_body("efficientnet_lite0")
-    t["body load"] = time.time()
-else:
-    from dragonclf import onnxbody
-    onnxbody.get_body("efficientnet_lite0", 224)
-    t["body load"] = time.time()
-X = features.embed(items, "efficientnet_lite0", size=224)
-t["embedding"] = time.time()
+t["store + items"] = now()
+body = onnxbody.get_body("efficientnet_lite0", 224)
+t["body session"] = now()
+x = np.stack([to_array(load_image(it.path), 224, [0.5] * 3, [0.5] * 3) for it in items])
+t["decoding (200 photos)"] = now()
+X = np.concatenate([body(x[i:i + 32]) for i in range(0, len(x), 32)])
+t["forward pass (200 photos)"] = now()
 tr = [i for i, it in enumerate(items) if it.split == "train"]
-if old:  # the old fit_head: scikit-learn on standardised embeddings, folded into one linear layer
-    mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-6
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit((X[tr] - mu) / sd, [items[i].label for i in tr])
-    W = np.zeros((len(labels), X.shape[1]), np.float32)
-    b = np.full(len(labels), -30.0, np.float32)
-    for row, cls in enumerate(lr.classes_):
-        W[labels.index(cls)] = lr.coef_[row] / sd
-        b[labels.index(cls)] = lr.intercept_[row] - (lr.coef_[row] / sd) @ mu
-    head = features.LinearHead(labels, W, b)
-else:
-    head = features.fit_head(X[tr], [items[i].label for i in tr], labels)
-t["head fit"] = time.time()
-out = modelstore.dataset_dir(name) / ("m-" + sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-if old:
-    modelstore.export_onnx(features.head_module("efficientnet_lite0", head), 224, out / "model.onnx")
-else:
-    from dragonclf import quantize
-    onnxbody.write_quick_model("efficientnet_lite0", 224, head.weight, head.bias, out / "model.onnx")
-    onnxbody.write_quick_variant("efficientnet_lite0", 224, head.weight, head.bias, out / quantize.INT8_FILE, True)
-    va = [it for it in items if it.split == "valid"]
-    quantize.accuracy(out / quantize.INT8_FILE, [it.path for it in va], [it.label for it in va], labels, 224,
-                      [0.5] * 3, [0.5] * 3)
-t["ONNX export"] = time.time()
-print("STAMPS " + json.dumps(t))
+va = [items[i] for i, it in enumerate(items) if it.split == "valid"]
+head = features.fit_head(X[tr], [items[i].label for i in tr], labels)
+t["head fit"] = now()
+from pathlib import Path
+out = Path(os.environ["DRAGONCLF_HOME"]) / "m"
+out.mkdir()
+onnxbody.write_quick_model("efficientnet_lite0", 224, head.weight, head.bias, out / "model.onnx")
+onnxbody.write_quick_variant("efficientnet_lite0", 224, head.weight, head.bias, out / quantize.INT8_FILE, True)
+t["model.onnx + model.int8.onnx"] = now()
+features.int8_accuracy(head, va, "efficientnet_lite0", 224)
+t["int8 check (valid split)"] = now()
+print("STAMPS " + json.dumps(t), flush=True)
 '''
 
 
-def run_side(side: str, prep: dict) -> dict:
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
+    """(wall s, CPU s, stdout) of one process."""
+    t, c = time.time(), children_cpu()
+    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(p.stderr[-3000:])
+    return time.time() - t, children_cpu() - c, p.stdout
+
+
+def home_env(prep: dict) -> tuple[Path, dict]:
     from bench_hard import fresh_home
 
     home = fresh_home(prep)
-    env = dict(os.environ, DRAGONCLF_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-m", "dragonclf", "import", str(prep["tree"]), "--dataset", "hard"],
-                   env=env, cwd=HERE.parent, check=True, capture_output=True)
-    t0 = time.time()
-    p = subprocess.run([sys.executable, "-c", CHILD, side, str(HERE.parent), str(HERE)], env=env,
-                       capture_output=True, text=True)
-    end = time.time()
-    line = [x for x in p.stdout.splitlines() if x.startswith("STAMPS ")]
-    if not line:
-        raise RuntimeError(p.stderr[-3000:])
-    t = json.loads(line[0][7:])
+    return home, dict(os.environ, DRAGONCLF_HOME=str(home), HF_HUB_OFFLINE="1")
+
+
+def phases(prep: dict) -> dict:
+    import shutil
+
+    home, env = home_env(prep)
+    try:
+        timed([sys.executable, "-m", "dragonclf", "import", str(prep["tree"]), "--dataset", "hard"], env, REPO)
+        t0, c0 = time.time(), children_cpu()
+        _, _, out = timed([sys.executable, "-c", CHILD, str(REPO)], env, REPO)
+        end, cend = time.time(), children_cpu()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    t = json.loads(next(x for x in out.splitlines() if x.startswith("STAMPS "))[7:])
     keys = list(t)
-    phases = {"process start": t["start"] - t0}
+    res = {"process start": (t["start"][0] - t0, t["start"][1])}
     for a, b in zip(keys, keys[1:]):
-        phases[b] = t[b] - t[a]
-    phases["exit"] = end - t[keys[-1]]
-    phases["total"] = end - t0
-    return phases
+        res[b] = (t[b][0] - t[a][0], t[b][1] - t[a][1])
+    res["exit"] = (end - t[keys[-1]][0], (cend - c0) - t[keys[-1]][1])
+    res["total"] = (end - t0, cend - c0)
+    return res
+
+
+def cli_pair(prep: dict, repo: Path, embed: bool) -> dict:
+    import shutil
+
+    home, env = home_env(prep)
+    try:
+        imp = timed([sys.executable, "-m", "dragonclf", "import", str(prep["tree"]), "--dataset", "hard"]
+                    + (["--embed"] if embed else []), env, repo)
+        tr = timed([sys.executable, "-m", "dragonclf", "train", "--dataset", "hard", "--mode", "quick", "--json",
+                    "--quiet"], env, repo)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {"import": imp[:2], "train": tr[:2], "accuracy": json.loads(tr[2])["accuracy"]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--before", type=Path, help="a checkout of the earlier code for the whole-process comparison")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     from bench_hard import prepare
 
     prep = prepare()
-    res = {"now": [], "before": []}
     load = [os.getloadavg()[0]]
+    ph = [phases(prep) for _ in range(a.rounds)]
+    sides = {"before": [], "now": [], "now, import --embed": []}
     for _ in range(a.rounds):
-        for side in ("before", "now"):
-            res[side].append(run_side(side, prep))
-            load.append(os.getloadavg()[0])
-    phases = list(res["now"][0])
-    lines = [f"Quick model on the hard set (200 photos: 159 train + 41 valid embedded), one fresh process per side, "
-             f"{a.rounds} round(s), sides alternating, one torch thread; 1-min load average "
-             f"{min(load):.1f}-{max(load):.1f}. Command: `bench/bench_quick_profile.py {' '.join(sys.argv[1:])}`.",
-             "", "| phase | before (torch, scikit-learn, torch.onnx) | now (ONNX Runtime, scipy, graph append + int8) |",
-             "|---|---|---|"]
-    for ph in phases:
-        b = sum(r[ph] for r in res["before"]) / a.rounds
-        n = sum(r[ph] for r in res["now"]) / a.rounds
-        lines.append(f"| {ph} | {b:.1f} s | {n:.1f} s |")
+        if a.before:
+            sides["before"].append(cli_pair(prep, a.before, False))
+        sides["now"].append(cli_pair(prep, REPO, False))
+        sides["now, import --embed"].append(cli_pair(prep, REPO, True))
+        load.append(os.getloadavg()[0])
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    lines = [f"Phases of one quick-model process (this checkout; mean of {a.rounds}; 1-min load average "
+             f"{min(load):.1f}-{max(load):.1f}; command: `bench/bench_quick_profile.py {' '.join(sys.argv[1:])}`):",
+             "", "| phase | wall | CPU (all threads) |", "|---|---|---|"]
+    for k in ph[0]:
+        lines.append(f"| {k} | {mean([p[k][0] for p in ph]):.2f} s | {mean([p[k][1] for p in ph]):.2f} s |")
+    lines += ["", "Whole CLI processes, interleaved (mean of the rounds; wall / CPU):", "",
+              "| code | `import` | `train --mode quick` | both | validation accuracy |", "|---|---|---|---|---|"]
+    for side, rs in sides.items():
+        if not rs:
+            continue
+        w = {k: mean([r[k][0] for r in rs]) for k in ("import", "train")}
+        c = {k: mean([r[k][1] for r in rs]) for k in ("import", "train")}
+        lines.append(f"| {side} | {w['import']:.1f} / {c['import']:.1f} s | {w['train']:.1f} / {c['train']:.1f} s | "
+                     f"{w['import'] + w['train']:.1f} / {c['import'] + c['train']:.1f} s | "
+                     f"{mean([r['accuracy'] for r in rs]):.3f} |")
     text = "\n".join(lines)
     print(text)
     (HERE / "out").mkdir(exist_ok=True)
-    (HERE / "out" / "quick_profile.json").write_text(json.dumps(res, indent=1))
+    (HERE / "out" / "quick_profile.json").write_text(json.dumps({"phases": ph, "sides": sides, "load": load}, indent=1))
     if a.write:
         from results import write_section
 
