@@ -98,6 +98,9 @@ def test_the_whole_journey(browser_page, app_url, web, photo_files):
         page.get_by_text("Fine-tune (fastai)").click()
         page.fill("#train-epochs input", "1")
         page.keyboard.press("Tab")
+        # what the chosen setting costs, for this dataset's training pictures (measured figures, settings.py)
+        page.wait_for_selector("#train-tradeoff:has-text('Accurate: 224 px, 1 epoch, ~')")
+        assert "points less" in page.inner_text("#train-tradeoff")
         page.click("#train-start")
         # the quick model's "Done" is still showing until the first update: wait for this run's own
         page.wait_for_selector("#train-status:has-text('Done'):has-text('finetune model')", timeout=300_000)
