@@ -68,6 +68,7 @@ def servable(path: str | os.PathLike) -> str:
         with _lock:
             _copies[dest.name] = src
     os.replace(tmp, dest)
+    os.utime(dest)  # its time to live starts now (a new hard link has the dataset file's own, maybe old, time)
     return str(dest)
 
 
