@@ -84,3 +84,17 @@ def test_vectors_of_the_old_sqlite_cache_are_moved_over_not_recomputed(ml_home):
     got = embeddings.embed(items, BACKBONE, size=SIZE, progress=said(lines))
     assert lines == [f"All {len(items)} embeddings cached ({BACKBONE})"]
     np.testing.assert_allclose(got, X + 1, **TOL)  # the old cache's own vectors (shifted: not a recompute)
+
+
+def test_worker_count_follows_the_cores_and_the_setting(monkeypatch):
+    from dragonclf import embed_pool
+    from dragonclf.errors import DragonError
+
+    monkeypatch.delenv("DRAGONCLF_EMBED_WORKERS", raising=False)
+    assert embed_pool.default_workers(embed_pool.PARALLEL_FROM - 1) == 1  # a few pictures: no workers to start
+    assert embed_pool.default_workers(embed_pool.PARALLEL_FROM) == embed_pool.cores()
+    monkeypatch.setenv("DRAGONCLF_EMBED_WORKERS", "3")
+    assert embed_pool.default_workers(5) == 3
+    monkeypatch.setenv("DRAGONCLF_EMBED_WORKERS", "many")
+    with pytest.raises(DragonError, match="whole number"):
+        embed_pool.default_workers(5)
