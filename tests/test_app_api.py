@@ -119,7 +119,9 @@ def test_predict_batch_answers_each_file_and_names_the_bad_ones(client, trained,
 
 def test_lr_find_and_augmentation_preview_endpoints(client):
     fig, suggestion, _ = client.predict("demo", "efficientnet_lite0", 64, 16, "default", 0.2, api_name="/lr_find")
-    assert fig and 1e-6 < float(suggestion) < 1  # a plot and a usable learning rate
+    # A plot and a learning rate inside the sweep (from 1e-7; the fallback may give a tenth of that): on the
+    # warm head's nearly flat curve the valley lands anywhere from 3e-7 to 3e-4 from one sweep to the next.
+    assert fig and 1e-8 <= float(suggestion) < 1
     preview, said = client.predict("demo", "strong", 64, 3, api_name="/preview_augmentation")
     assert "#3" in said and "strong" in said
     assert preview and preview.get("type") == "matplotlib"
