@@ -72,16 +72,19 @@ def embed_parallel(todo, folder: Path, dim: int, backbone: str, size: int, worke
                         done[0] += int(line.split()[1])
                         n = done[0]
                     report(progress, n / len(todo), f"Embedding images: {n}/{len(todo)} ({backbone}, {workers} processes)")
+                if cancel is not None and cancel.is_set():
+                    for q in procs:  # Stop at once, from here: the batches appended so far stay in the cache
+                        q.kill()
 
         readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in procs]
         for t in readers:
             t.start()
         try:
-            while any(t.is_alive() for t in readers):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"Stopped after embedding {done[0]} of {len(todo)} new images (kept in the cache).")
+            while any(t.is_alive() for t in readers) and not (cancel is not None and cancel.is_set()):
                 for t in readers:
                     t.join(0.2)
+            if cancel is not None and cancel.is_set() and done[0] < len(todo):
+                raise Cancelled(f"Stopped after embedding {done[0]} of {len(todo)} new images (kept in the cache).")
             errors = []
             for p, log in zip(procs, logs):
                 if p.wait() != 0:
