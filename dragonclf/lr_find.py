@@ -1,7 +1,7 @@
 """The learning-rate finder and the augmentation preview: what the Train tab shows before a fine-tune.
 
-Both build the same fastai Learner / DataLoaders a fine-tune would (`train.build_learner`,
-`train.make_dls`) and change nothing on disk.
+Both build the same fastai Learner / DataLoaders a fine-tune would (`learner.build_learner`,
+`learner.make_dls`) and change nothing on disk.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dragonclf.errors import DragonError
 from dragonclf.items import Item
 from dragonclf.progress import report as report_progress
 from dragonclf.settings import TrainSettings, choose_precision
-from dragonclf.train import build_learner, make_dls
+from dragonclf.learner import build_learner, make_dls
 
 
 def lr_find(store_or_rows, backbone: str = backbones.DEFAULT_BACKBONE, *, settings: TrainSettings | None = None,
